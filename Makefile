@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (everything CI runs).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint typecheck unit bench clean-dev
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/ledger dev up
+	$(BIN)/ledger migrate
+	$(BIN)/ledger dev status
+
+lint: install
+	$(BIN)/ruff check ledger projections readmodels tests bench tools
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean-dev: install
+	$(BIN)/ledger dev down

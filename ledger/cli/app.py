@@ -1,0 +1,18 @@
+"""The root typer app; command groups register themselves here."""
+
+from __future__ import annotations
+
+import typer
+
+from ledger.cli import dev, schema_cmd
+
+app = typer.Typer(
+    name="ledger",
+    help="Event-sourced usage and spend ledger for LLM gateways.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(dev.app, name="dev")
+dev.register(app)
+schema_cmd.register(app)

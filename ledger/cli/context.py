@@ -1,0 +1,26 @@
+"""What every command needs: settings and the resolved server URLs."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from ledger.devstack import DevStack
+from ledger.settings import Settings, load_settings
+
+
+@cache
+def settings() -> Settings:
+    return load_settings()
+
+
+def stack() -> DevStack:
+    return DevStack(settings())
+
+
+def database_url() -> str:
+    """DATABASE_URL, or the embedded server's URL when it is unset."""
+    return stack().database_url
+
+
+def kafka_bootstrap_servers() -> str:
+    return stack().kafka_bootstrap_servers

@@ -1,0 +1,114 @@
+"""Settings read from the environment, with the names gateway operators already use.
+
+Durations accept ``300ms``, ``90s``, ``5m``, ``1h`` (or a bare number of seconds). A bad value
+raises :class:`SettingsError` whose message is one line naming the variable and what is accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledger.exceptions import SettingsError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+DURATION_HELP = "a duration such as 300ms, 90s, 5m or 1h"
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"5m"`` -> ``timedelta(minutes=5)``; timedeltas and plain numbers (seconds) pass through."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if match is None:
+        raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
+    amount, unit = match.groups()
+    return timedelta(seconds=float(amount) * _UNIT_SECONDS[unit])
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Settings(BaseSettings):
+    """Every setting the ledger reads; field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", frozen=True
+    )
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; unset means the embedded dev stack"
+    )
+    db_max_open_conns: int = Field(default=25, ge=1, description="pool max size")
+    db_max_idle_conns: int = Field(default=5, ge=0, description="pool min size")
+    db_conn_max_lifetime: Duration = Field(
+        default=timedelta(minutes=5), description="connections are recycled after this"
+    )
+    db_conn_max_idle_time: Duration = Field(
+        default=timedelta(minutes=1), description="idle connections are closed after this"
+    )
+
+    cache_api_key_size: int = Field(default=1000, ge=1)
+    cache_api_key_ttl: Duration = Field(default=timedelta(minutes=5))
+    cache_api_key_negative_ttl: Duration = Field(
+        default=timedelta(seconds=5), description="TTL of 'no such key' answers"
+    )
+    cache_model_size: int = Field(default=500, ge=1)
+    cache_model_ttl: Duration = Field(default=timedelta(minutes=15))
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="host:port[,host:port]; unset means the embedded dev stack"
+    )
+    topic_usage: str = Field(default="ledger.usage", min_length=1)
+    topic_keys: str = Field(default="ledger.keys", min_length=1)
+    topic_catalog: str = Field(default="ledger.catalog", min_length=1)
+    topic_usage_partitions: int = Field(default=12, ge=1)
+    topic_keys_partitions: int = Field(default=3, ge=1)
+    topic_catalog_partitions: int = Field(default=1, ge=1)
+    consumer_group: str = Field(default="ledger-projector", min_length=1)
+
+    ledger_home: Path = Field(
+        default=Path(".ledger"), description="state of the embedded stack and the spool"
+    )
+    spool_dir: Path | None = Field(
+        default=None, description="producer spool; default LEDGER_HOME/spool"
+    )
+    dev_postgres_port: int = Field(default=55432, ge=1, le=65535)
+    dev_kafka_port: int = Field(default=59092, ge=1, le=65535)
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        return self.spool_dir if self.spool_dir is not None else self.ledger_home / "spool"
+
+    @property
+    def pool_max_lifetime_seconds(self) -> float:
+        return self.db_conn_max_lifetime.total_seconds()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; turn pydantic's error into one line naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        message = str(error["msg"])
+        if field in Settings.model_fields and "duration" in message:
+            message = message.removeprefix("Value error, ")
+        parts.append(f"{field.upper()}: {message} (got {error.get('input')!r})")
+    return "invalid setting " + "; ".join(parts)

@@ -1,0 +1,107 @@
+"""Session fixtures: real PostgreSQL and broker, a migrated database per test, unique topics."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ledger.migrate import Migrator
+from ledger.settings import Settings
+from ledger.topics import ensure_topics, topic_specs
+from tests.servers import Servers, docker_requested, docker_servers, embedded_servers
+
+TEMPLATE_DB = "ledger_template"
+
+
+def _dsn_for(admin_dsn: str, database: str) -> str:
+    base, _, _ = admin_dsn.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    if docker_requested():
+        with docker_servers() as found:
+            yield found
+        return
+    with embedded_servers(tmp_path_factory.mktemp("servers")) as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(servers: Servers) -> str:
+    return servers.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+async def template_db(servers: Servers) -> str:
+    """A database migrated once; each test gets a copy of it (CREATE DATABASE ... TEMPLATE)."""
+    admin = await asyncpg.connect(servers.admin_dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(_dsn_for(servers.admin_dsn, TEMPLATE_DB))
+    try:
+        await Migrator(conn).migrate()
+    finally:
+        await conn.close()
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+async def pg_dsn(servers: Servers, template_db: str) -> AsyncIterator[str]:
+    """DSN of a fresh, fully migrated database that only this test uses."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(servers.admin_dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    finally:
+        await admin.close()
+    yield _dsn_for(servers.admin_dsn, name)
+    admin = await asyncpg.connect(servers.admin_dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def empty_pg_dsn(servers: Servers) -> AsyncIterator[str]:
+    """DSN of an empty database (no migrations applied) that only this test uses."""
+    name = f"e_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(servers.admin_dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    yield _dsn_for(servers.admin_dsn, name)
+    admin = await asyncpg.connect(servers.admin_dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def settings(pg_dsn: str, kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings pointing at this test's database and at topics no other test uses."""
+    suffix = uuid.uuid4().hex[:10]
+    configured = Settings(
+        database_url=pg_dsn,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_usage=f"usage-{suffix}",
+        topic_keys=f"keys-{suffix}",
+        topic_catalog=f"catalog-{suffix}",
+        topic_usage_partitions=4,
+        consumer_group=f"projector-{suffix}",
+        ledger_home=tmp_path / "ledger-home",
+        spool_dir=tmp_path / "spool",
+    )
+    await ensure_topics(kafka_bootstrap, topic_specs(configured))
+    return configured

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from ledger.exceptions import SettingsError
+from ledger.settings import Settings, load_settings, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("300ms", timedelta(milliseconds=300)),
+        ("90s", timedelta(seconds=90)),
+        ("5m", timedelta(minutes=5)),
+        ("1h", timedelta(hours=1)),
+        ("2.5s", timedelta(seconds=2.5)),
+        ("42", timedelta(seconds=42)),
+    ],
+)
+def test_parse_duration_accepts_operator_units(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+def test_defaults_match_what_gateway_operators_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "DB_MAX_OPEN_CONNS"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert s.db_max_open_conns == 25
+    assert s.db_max_idle_conns == 5
+    assert s.db_conn_max_lifetime == timedelta(minutes=5)
+    assert s.db_conn_max_idle_time == timedelta(minutes=1)
+    assert s.cache_api_key_size == 1000
+    assert s.cache_api_key_ttl == timedelta(minutes=5)
+    assert s.cache_model_size == 500
+    assert s.cache_model_ttl == timedelta(minutes=15)
+    assert (s.topic_usage, s.topic_keys, s.topic_catalog) == (
+        "ledger.usage", "ledger.keys", "ledger.catalog")
+    assert s.topic_usage_partitions == 12
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_MAX_OPEN_CONNS", "7")
+    monkeypatch.setenv("CACHE_API_KEY_TTL", "300ms")
+    monkeypatch.setenv("TOPIC_USAGE", "gw.usage")
+    s = load_settings()
+    assert s.db_max_open_conns == 7
+    assert s.cache_api_key_ttl == timedelta(milliseconds=300)
+    assert s.topic_usage == "gw.usage"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("CACHE_MODEL_TTL", "soon", "300ms, 90s, 5m or 1h"),
+        ("DB_CONN_MAX_LIFETIME", "5 minutes", "300ms, 90s, 5m or 1h"),
+        ("DB_MAX_OPEN_CONNS", "lots", "integer"),
+        ("CACHE_API_KEY_SIZE", "0", "greater than or equal to 1"),
+    ],
+)
+def test_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, needle: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert name in message
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_cli_reports_bad_setting_in_one_line_without_traceback() -> None:
+    env = {"PATH": "/usr/bin:/bin", "CACHE_MODEL_TTL": "forever"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ledger", "dev", "env"], env=env, capture_output=True, text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "CACHE_MODEL_TTL" in lines[0]
+    assert "Traceback" not in result.stderr
