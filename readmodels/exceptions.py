@@ -1,0 +1,60 @@
+"""Errors of the read models, all rooted in :class:`ReadModelError` so callers catch one family.
+
+Like the ledger's errors, every class carries ``retriable``: ``True`` means the same call may
+succeed later (the database was unreachable), ``False`` means repeating it is pointless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import asyncpg
+
+
+class ReadModelError(Exception):
+    """Base class of every error raised by the read models."""
+
+    retriable: bool = False
+
+
+class ReadModelsClosedError(ReadModelError):
+    """The ReadModels instance was closed (or never opened)."""
+
+
+class DatabaseUnavailableError(ReadModelError):
+    """PostgreSQL could not be reached or dropped the connection mid-query."""
+
+    retriable = True
+
+
+class QueryError(ReadModelError):
+    """PostgreSQL rejected a read (for example a missing table: migrations not applied)."""
+
+
+class InvalidArgumentError(ReadModelError, ValueError):
+    """A caller passed an argument no query can answer (a limit of 0, an inverted range)."""
+
+
+# Driver errors that mean "the connection, not the query, failed": worth retrying later.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, pg_terminate_backend
+)
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Re-raise driver errors as :class:`ReadModelError` subclasses naming ``what`` failed."""
+    try:
+        yield
+    except ReadModelError:
+        raise
+    except _CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailableError(f"{what}: database unavailable: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise QueryError(f"{what}: {exc}") from exc
