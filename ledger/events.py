@@ -1,0 +1,413 @@
+"""The ledger's event contract: pydantic models, the wire format and its routing.
+
+Wire format (see docs/events.md): one event per Kafka message, compact UTF-8 JSON; the
+message key is the partition key (``partition_key``) and the headers carry ``type`` and
+``schema_version``. Decimals travel as JSON strings so no language rounds money through a
+binary float; numbers are accepted on input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from ledger.exceptions import EventDecodeError
+from ledger.keys import KEY_HASH_PATTERN
+
+NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+Count = Annotated[int, Field(ge=0)]
+Money = Annotated[Decimal, Field(ge=0)]
+Seconds = Annotated[Decimal, Field(ge=0)]
+
+MAX_METADATA_ENTRIES = 32
+MAX_METADATA_KEY_LENGTH = 64
+MAX_METADATA_VALUE_LENGTH = 512
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_LENGTH)]
+MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_LENGTH)]
+# Bounded so a misbehaving gateway cannot turn every usage row into an unbounded blob.
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_ENTRIES)]
+KeyHash = Annotated[str, StringConstraints(pattern=KEY_HASH_PATTERN.pattern)]
+
+
+def _decimals_as_json_numbers(value: Any) -> Any:
+    """Free-form JSON (a price-map entry, a provider config) keeps its numbers as numbers.
+
+    pydantic writes a Decimal as a JSON string; inside ``raw``/``config`` that would turn
+    the price map's ``2.5e-06`` into ``"0.0000025"``. A Decimal becomes a float only when
+    the float's shortest repr reads back as exactly the same Decimal, so no value changes;
+    one that a float cannot carry exactly stays a string.
+    """
+    if isinstance(value, Decimal):
+        if value.is_finite():
+            as_float = float(value)
+            if Decimal(repr(as_float)) == value:
+                return as_float
+        return value
+    if isinstance(value, dict):
+        return {key: _decimals_as_json_numbers(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_decimals_as_json_numbers(item) for item in value]
+    return value
+
+
+FreeJson = Annotated[dict[str, Any], PlainSerializer(_decimals_as_json_numbers, when_used="json")]
+
+ENVELOPE_FIELDS = frozenset({"event_id", "type", "schema_version", "occurred_at", "source"})
+
+
+class EventBase(BaseModel):
+    """Envelope shared by every event; ``event_id`` is the projector's idempotency key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Which topic family the event belongs to; not a field, so it never reaches the wire.
+    topic_family: ClassVar[Literal["usage", "keys", "catalog"]]
+
+    event_id: UUID
+    type: str
+    schema_version: int
+    occurred_at: AwareDatetime
+    source: NonEmptyStr
+
+    def partition_key(self) -> str:
+        raise NotImplementedError
+
+
+class _KeyScoped(EventBase):
+    """Events ordered per API key: keyed by api_key_id so one key's history stays in order."""
+
+    api_key_id: UUID
+
+    def partition_key(self) -> str:
+        return str(self.api_key_id)
+
+
+class UsageRecorded(_KeyScoped):
+    """One LLM call through the gateway: what was used, by which key, and optionally its cost.
+
+    Version history: v1 had ``tokens_in``/``tokens_out`` and ``cost`` (USD as a string);
+    v2 renamed them to the provider-neutral ``prompt_tokens``/``completion_tokens``/
+    ``cost_usd`` and added the cache/audio/reasoning/media counters. See ledger.upcasting.
+    """
+
+    topic_family = "usage"
+
+    type: Literal["usage.recorded"] = "usage.recorded"
+    schema_version: Literal[2] = 2
+    request_id: NonEmptyStr
+    model: NonEmptyStr
+    requested_model: NonEmptyStr | None = None
+    provider: NonEmptyStr | None = None
+    prompt_tokens: Count
+    completion_tokens: Count
+    cache_read_input_tokens: Count = 0
+    cache_creation_input_tokens: Count = 0
+    reasoning_tokens: Count = 0
+    audio_input_tokens: Count = 0
+    audio_output_tokens: Count = 0
+    images: Count = 0
+    input_seconds: Seconds = Decimal(0)
+    output_seconds: Seconds = Decimal(0)
+    characters: Count = 0
+    latency_ms: Count | None = None
+    status: Literal["success", "error"]
+    error_code: NonEmptyStr | None = None
+    # None means "price it from the catalog at occurred_at" (the projector does that).
+    cost_usd: Money | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class ApiKeyCreated(_KeyScoped):
+    """A key came into existence. Only its SHA-256 hash is carried, never the plaintext."""
+
+    topic_family = "keys"
+
+    type: Literal["api_key.created"] = "api_key.created"
+    schema_version: Literal[1] = 1
+    key_hash: KeyHash
+    name: NonEmptyStr
+    owner: NonEmptyStr | None = None
+    allowed_models: list[NonEmptyStr] = Field(default_factory=list)  # empty = every model
+    max_budget_usd: Money | None = None
+    expires_at: AwareDatetime | None = None
+    enabled: bool = True
+    metadata: Metadata = Field(default_factory=dict)
+
+
+_NOT_NULLABLE_UPDATES = ("name", "allowed_models", "enabled")
+
+
+class ApiKeyUpdated(_KeyScoped):
+    """A partial change: only the fields present in the message change.
+
+    A field that is absent is left as it is; an explicit ``null`` clears a nullable field
+    (``owner``, ``max_budget_usd``, ``expires_at``). This is pydantic's ``model_fields_set``
+    and ``dump_event`` writes only the fields that were set, so absence survives the wire.
+    """
+
+    topic_family = "keys"
+
+    type: Literal["api_key.updated"] = "api_key.updated"
+    schema_version: Literal[1] = 1
+    name: NonEmptyStr | None = None
+    owner: NonEmptyStr | None = None
+    allowed_models: list[NonEmptyStr] | None = None
+    max_budget_usd: Money | None = None
+    expires_at: AwareDatetime | None = None
+    enabled: bool | None = None
+
+    @field_validator(*_NOT_NULLABLE_UPDATES, mode="before")
+    @classmethod
+    def _reject_null(cls, value: object) -> object:
+        # Only explicit input reaches this validator (defaults are not validated), so an
+        # omitted field stays "unchanged" while an explicit null is refused.
+        if value is None:
+            raise ValueError("cannot be null; omit the field to leave it unchanged")
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        # The defaults of type/schema_version must still be written by exclude_unset dumps.
+        self.__pydantic_fields_set__.update(("type", "schema_version"))
+
+    def changes(self) -> dict[str, Any]:
+        """The fields this update sets (explicit nulls included), envelope excluded."""
+        changed = self.model_fields_set - ENVELOPE_FIELDS - {"api_key_id"}
+        return {name: getattr(self, name) for name in sorted(changed)}
+
+
+class ApiKeyRevoked(_KeyScoped):
+    """Final: a revoked key never becomes usable again."""
+
+    topic_family = "keys"
+
+    type: Literal["api_key.revoked"] = "api_key.revoked"
+    schema_version: Literal[1] = 1
+    reason: NonEmptyStr | None = None
+
+
+class KeyMetadataSet(_KeyScoped):
+    topic_family = "keys"
+
+    type: Literal["key_metadata.set"] = "key_metadata.set"
+    schema_version: Literal[1] = 1
+    key: MetadataKey
+    value: MetadataValue
+
+
+class KeyMetadataDeleted(_KeyScoped):
+    topic_family = "keys"
+
+    type: Literal["key_metadata.deleted"] = "key_metadata.deleted"
+    schema_version: Literal[1] = 1
+    key: MetadataKey
+
+
+class ProviderUpserted(EventBase):
+    topic_family = "catalog"
+
+    type: Literal["provider.upserted"] = "provider.upserted"
+    schema_version: Literal[1] = 1
+    name: NonEmptyStr
+    base_url: NonEmptyStr | None = None
+    api_version: NonEmptyStr | None = None
+    auth_scheme: NonEmptyStr | None = None
+    features: list[NonEmptyStr] = Field(default_factory=list)
+    config: FreeJson = Field(default_factory=dict)
+
+    def partition_key(self) -> str:
+        return self.name
+
+
+class ProviderRemoved(EventBase):
+    topic_family = "catalog"
+
+    type: Literal["provider.removed"] = "provider.removed"
+    schema_version: Literal[1] = 1
+    name: NonEmptyStr
+
+    def partition_key(self) -> str:
+        return self.name
+
+
+class ModelUpserted(EventBase):
+    """A model's price-map entry, kept whole in ``raw``; prices apply from ``valid_from``."""
+
+    topic_family = "catalog"
+
+    type: Literal["model.upserted"] = "model.upserted"
+    schema_version: Literal[1] = 1
+    name: NonEmptyStr
+    provider: NonEmptyStr | None = None
+    raw: FreeJson
+    valid_from: AwareDatetime
+
+    def partition_key(self) -> str:
+        return self.name
+
+
+class ModelRetired(EventBase):
+    topic_family = "catalog"
+
+    type: Literal["model.retired"] = "model.retired"
+    schema_version: Literal[1] = 1
+    name: NonEmptyStr
+
+    def partition_key(self) -> str:
+        return self.name
+
+
+class ModelAliasSet(EventBase):
+    """Keyed by the alias (not the target) so one alias's set/remove history stays ordered."""
+
+    topic_family = "catalog"
+
+    type: Literal["model_alias.set"] = "model_alias.set"
+    schema_version: Literal[1] = 1
+    alias: NonEmptyStr
+    model: NonEmptyStr
+
+    def partition_key(self) -> str:
+        return self.alias
+
+
+class ModelAliasRemoved(EventBase):
+    topic_family = "catalog"
+
+    type: Literal["model_alias.removed"] = "model_alias.removed"
+    schema_version: Literal[1] = 1
+    alias: NonEmptyStr
+
+    def partition_key(self) -> str:
+        return self.alias
+
+
+Event: TypeAlias = Annotated[
+    UsageRecorded
+    | ApiKeyCreated
+    | ApiKeyUpdated
+    | ApiKeyRevoked
+    | KeyMetadataSet
+    | KeyMetadataDeleted
+    | ProviderUpserted
+    | ProviderRemoved
+    | ModelUpserted
+    | ModelRetired
+    | ModelAliasSet
+    | ModelAliasRemoved,
+    Field(discriminator="type"),
+]
+
+EVENT_CLASSES: tuple[type[EventBase], ...] = (
+    UsageRecorded,
+    ApiKeyCreated,
+    ApiKeyUpdated,
+    ApiKeyRevoked,
+    KeyMetadataSet,
+    KeyMetadataDeleted,
+    ProviderUpserted,
+    ProviderRemoved,
+    ModelUpserted,
+    ModelRetired,
+    ModelAliasSet,
+    ModelAliasRemoved,
+)
+
+
+def _default_of(cls: type[EventBase], field: str) -> Any:
+    return cls.model_fields[field].default
+
+
+EVENT_TYPES: dict[str, type[EventBase]] = {_default_of(c, "type"): c for c in EVENT_CLASSES}
+CURRENT_VERSIONS: dict[str, int] = {
+    name: _default_of(cls, "schema_version") for name, cls in EVENT_TYPES.items()
+}
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+# Precomputed per class so the producer's hot path does no string formatting. Shared
+# tuples, never handed out for mutation (event_headers returns a copy).
+HEADERS_BY_CLASS: dict[type[EventBase], tuple[tuple[str, bytes], ...]] = {
+    cls: (
+        ("type", _default_of(cls, "type").encode()),
+        ("schema_version", str(_default_of(cls, "schema_version")).encode()),
+    )
+    for cls in EVENT_CLASSES
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names by family; mirrors Settings.topic_usage/topic_keys/topic_catalog."""
+
+    usage: str = "ledger.usage"
+    keys: str = "ledger.keys"
+    catalog: str = "ledger.catalog"
+
+
+def topic_for(event: EventBase, topics: Topics) -> str:
+    """The topic ``event`` is published to."""
+    topic: str = getattr(topics, event.topic_family)
+    return topic
+
+
+def partition_key(event: EventBase) -> bytes:
+    """The Kafka message key: api_key_id for usage/key events, the name for catalog ones."""
+    return event.partition_key().encode()
+
+
+def event_headers(event: EventBase) -> list[tuple[str, bytes]]:
+    """Kafka headers ``type`` and ``schema_version`` (so routers need not parse the body)."""
+    return list(HEADERS_BY_CLASS[type(event)])
+
+
+def dump_event(event: EventBase) -> bytes:
+    """Compact UTF-8 JSON of ``event``; an ApiKeyUpdated keeps only the fields it sets."""
+    if type(event) is ApiKeyUpdated:
+        return event.model_dump_json(exclude_unset=True).encode()
+    # The bound serializer skips model_dump_json's argument handling; this is the hot path.
+    return event.__pydantic_serializer__.to_json(event)
+
+
+def parse_event(data: bytes | str) -> Event:
+    """Decode one message body into its current-version model.
+
+    The common case (current schema version) is a single ``validate_json``; only when that
+    fails is the JSON loaded as a dict to tell an old version (upcast it), a newer one or an
+    unknown type (distinct errors, for dead-lettering) from a plain schema violation.
+    """
+    try:
+        return EVENT_ADAPTER.validate_json(data)
+    except ValidationError as fast_error:
+        # Imported here because upcasting imports this module's models.
+        from ledger.upcasting import decode_slow_path
+
+        return decode_slow_path(data, fast_error)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Compact "field: message" lines naming each offending field."""
+    parts = []
+    for item in error.errors(include_url=False):
+        location = ".".join(str(part) for part in item["loc"]) or "<root>"
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def decode_error_from(error: ValidationError) -> EventDecodeError:
+    decode_error = EventDecodeError(describe_validation_error(error))
+    decode_error.__cause__ = error
+    return decode_error

@@ -1,0 +1,415 @@
+"""LedgerProducer: the gateway-side writer of ledger events, built on aiokafka.
+
+Design (why it looks like this):
+
+* ``emit`` is ``async`` like aiokafka's ``send``: ``await producer.emit(event)`` serializes
+  the event, enqueues it and returns a future for its delivery without waiting for the
+  broker. It only suspends when ``max_pending`` records are unresolved, which is the
+  back-pressure that bounds memory; otherwise it completes without yielding (a few
+  microseconds). ``emit_and_wait`` also awaits the delivery.
+* One sender task turns the queue into aiokafka ``BatchBuilder`` batches per partition (the
+  same murmur2 partitioner as Kafka's clients, cached per key): far cheaper per record
+  than ``send`` and it keeps per-key order.
+* A delivery resolves to ``Delivery("sent", ...)`` when the broker acknowledged it with
+  acks=all, or ``Delivery("spooled", ...)`` once it is fsynced in the local spool. A
+  failed or timed-out batch goes to the spool, and from then on new records go to the
+  spool too ("spooling mode") so the spool stays a single ordered backlog. A resend task
+  drains the spool in order and switches back to direct sends when it is empty. On start
+  an existing spool (left by a crash) is drained before anything new is sent. Duplicates
+  are possible (a batch can be acknowledged after its timeout); loss is not.
+* Without a ``spool_dir`` a failed delivery raises ``ProducerError`` on its future.
+* ``close`` is bounded by ``close_timeout_s``: what has not reached Kafka by then is
+  spooled and stays there for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from pathlib import Path
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from ledger.events import EventBase, Topics
+from ledger.exceptions import ProducerClosedError, ProducerError, SpoolError
+from ledger.producer.builders import EventBuilder
+from ledger.producer.sending import (
+    Delivery,
+    PartitionMap,
+    PendingBound,
+    PendingItem,
+    RecordSender,
+    is_spoolable,
+    route_table,
+)
+from ledger.producer.spool import Spool, SpoolRecord, park_rejected
+
+log = logging.getLogger(__name__)
+
+_SENDER_CHUNK = 10_000
+
+
+class LedgerProducer:
+    """Async context manager that appends ledger events to Kafka without losing any."""
+
+    _loop: asyncio.AbstractEventLoop  # set by start(); emit refuses to run before that
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        topics: Topics | None = None,
+        source: str = "gateway",
+        spool_dir: Path | str | None = None,
+        linger_ms: int = 5,
+        max_batch_size: int = 256 * 1024,
+        compression_type: str | None = None,
+        max_pending: int = 100_000,
+        acks: Literal["all", 0, 1] = "all",
+        request_timeout_ms: int = 30_000,
+        retry_backoff_ms: int = 100,
+        resend_backoff_max_s: float = 5.0,
+        resend_chunk: int = 5_000,
+        close_timeout_s: float = 10.0,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be >= 1")
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = topics if topics is not None else Topics()
+        self.source = source
+        self.events = EventBuilder(source)
+        self.spool_dir = Path(spool_dir) if spool_dir is not None else None
+        self.max_pending = max_pending
+        self.close_timeout_s = close_timeout_s
+        self.resend_backoff_max_s = resend_backoff_max_s
+        self.resend_chunk = resend_chunk
+        self._kafka_options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "acks": acks,
+            "linger_ms": linger_ms,
+            "max_batch_size": max_batch_size,
+            "compression_type": compression_type,
+            "request_timeout_ms": request_timeout_ms,
+            "retry_backoff_ms": retry_backoff_ms,
+            # The embedded broker rejects InitProducerId; duplicates are deduplicated by
+            # event_id downstream, so idempotence buys nothing here.
+            "enable_idempotence": False,
+        }
+        self._request_timeout_s = request_timeout_ms / 1000
+        self._routes = route_table(self.topics)
+        self._state: Literal["new", "running", "closing", "closed"] = "new"
+        self._queue: deque[PendingItem] = deque()
+        self._failed: deque[PendingItem] = deque()
+        self._bound = PendingBound(max_pending)
+        self._wakeup = asyncio.Event()
+        self._spool_has_data = asyncio.Event()
+        self._spool_drained = asyncio.Event()
+        self._spool_drained.set()
+        self._spool_lock = asyncio.Lock()
+        self._spool: Spool | None = None
+        self._spooling = False
+        self._kafka: AIOKafkaProducer | None = None
+        self._sender: RecordSender | None = None
+        self._partitions = PartitionMap()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._in_hand: list[PendingItem] = []
+
+    @classmethod
+    def from_settings(cls, settings: object, **overrides: Any) -> LedgerProducer:
+        """Build from ledger.settings.Settings (read by attribute name, so any object works)."""
+        bootstrap = getattr(settings, "kafka_bootstrap_servers", None)
+        if not bootstrap:
+            raise ValueError("settings.kafka_bootstrap_servers is not set")
+        defaults = Topics()
+        topics = Topics(
+            usage=getattr(settings, "topic_usage", defaults.usage),
+            keys=getattr(settings, "topic_keys", defaults.keys),
+            catalog=getattr(settings, "topic_catalog", defaults.catalog),
+        )
+        spool_dir = getattr(settings, "resolved_spool_dir", None) or getattr(
+            settings, "spool_dir", None
+        )
+        options: dict[str, Any] = {"topics": topics, "spool_dir": spool_dir}
+        options.update(overrides)
+        return cls(str(bootstrap), **options)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> LedgerProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._state != "new":
+            raise ProducerClosedError(f"producer cannot start from state {self._state}")
+        if self.spool_dir is not None:
+            self._spool = await asyncio.to_thread(Spool, self.spool_dir)
+            if self._spool.recovered_bytes:
+                log.warning("spool: dropped a torn tail of %d bytes", self._spool.recovered_bytes)
+            if not self._spool.is_empty():
+                # A backlog from a previous run goes out before anything new.
+                self._enter_spooling()
+        try:
+            await self._connect()
+        except (KafkaError, OSError) as error:
+            if self._spool is None:
+                raise ProducerError(f"cannot reach Kafka at {self.bootstrap_servers}") from error
+            log.warning("Kafka unreachable at start, spooling: %s", error)
+            self._enter_spooling()
+        except BaseException:
+            if self._spool is not None:
+                self._spool.close()  # release the lock for the next attempt
+            raise
+        self._state = "running"
+        loop = self._loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._send_loop(), name="ledger-producer-send"))
+        if self._spool is not None:
+            self._tasks.append(loop.create_task(self._resend_loop(), name="ledger-resend"))
+
+    async def _connect(self) -> None:
+        kafka = AIOKafkaProducer(**self._kafka_options)
+        try:
+            await kafka.start()
+        except BaseException:
+            await kafka.stop()
+            raise
+        self._kafka = kafka
+        self._sender = RecordSender(kafka, self._partitions, self._request_timeout_s)
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Flush, drain the spool if the broker answers, and stop within the timeout."""
+        if self._state in ("closing", "closed"):
+            return
+        if self._state == "new":
+            self._state = "closed"
+            return
+        self._state = "closing"
+        deadline = asyncio.get_running_loop().time() + (
+            self.close_timeout_s if timeout_s is None else timeout_s
+        )
+        try:
+            await asyncio.wait_for(self._wait_until_settled(), self._remaining(deadline))
+        except TimeoutError:
+            log.warning("close timed out, %d records unsent; spooling them", self._bound.count)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._spool_leftovers()
+        if self._kafka is not None:
+            try:
+                # Stopping flushes aiokafka's own buffers, which are empty or already
+                # spooled by now; the bound only guards against a dead broker.
+                await asyncio.wait_for(self._kafka.stop(), max(self._remaining(deadline), 1.0))
+            except TimeoutError:
+                log.warning("aiokafka producer did not stop in time")
+        if self._spool is not None:
+            await asyncio.to_thread(self._spool.close)
+        self._state = "closed"
+
+    @staticmethod
+    def _remaining(deadline: float) -> float:
+        return max(deadline - asyncio.get_running_loop().time(), 0.0)
+
+    async def _wait_until_settled(self) -> None:
+        await self.flush()
+        if self._spool is not None:
+            await self._spool_drained.wait()
+
+    async def _spool_leftovers(self) -> None:
+        """At close: everything not acknowledged by Kafka goes to the spool."""
+        leftovers = self._unresolved(self._in_hand + list(self._failed) + list(self._queue))
+        self._failed.clear()
+        self._queue.clear()
+        if leftovers:
+            await self._spool_items(leftovers)
+
+    # -- public API ------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Emitted records whose delivery is not resolved yet (bounded by max_pending)."""
+        return self._bound.count
+
+    @property
+    def spooling(self) -> bool:
+        return self._spooling
+
+    async def emit(self, event: EventBase) -> asyncio.Future[Delivery]:
+        """Enqueue ``event``; returns a future resolved with its Delivery.
+
+        Suspends only while ``max_pending`` records are unresolved (back-pressure).
+        """
+        if self._state != "running":
+            raise ProducerClosedError(f"producer is {self._state}")
+        route = self._routes.get(type(event))
+        if route is None:
+            raise TypeError(f"not a ledger event: {type(event).__name__}")
+        topic, headers, dump = route
+        record = SpoolRecord(topic, event.partition_key().encode(), dump(event), headers)
+        bound = self._bound
+        while bound.count >= bound.limit:
+            await bound.wait_capacity()
+            if self._state != "running":
+                raise ProducerClosedError(f"producer is {self._state}")
+        bound.count += 1
+        future: asyncio.Future[Delivery] = self._loop.create_future()
+        self._queue.append(PendingItem(record, future))
+        self._wakeup.set()
+        return future
+
+    async def emit_and_wait(self, event: EventBase) -> Delivery:
+        return await (await self.emit(event))
+
+    async def wait_capacity(self) -> None:
+        """Return once fewer than ``max_pending`` records are unresolved."""
+        await self._bound.wait_capacity()
+
+    async def flush(self) -> None:
+        """Wait until every emitted record is acknowledged by Kafka or durably spooled."""
+        await self._bound.wait_idle()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _release(self, count: int) -> None:
+        self._bound.release(count)
+
+    def _fail(self, items: list[PendingItem], error: BaseException) -> None:
+        resolved = 0
+        for item in items:
+            if not item.settled:
+                item.settled = True
+                resolved += 1
+                if not item.future.done():
+                    item.future.set_exception(error)
+        self._release(resolved)
+
+    def _enter_spooling(self) -> None:
+        self._spooling = True
+        self._spool_drained.clear()
+        self._spool_has_data.set()
+
+    def _on_batch_done(
+        self, topic: str, partition: int, items: list[PendingItem], result: object
+    ) -> None:
+        """Called by RecordSender when a live batch settles (result: metadata or error)."""
+        if isinstance(result, BaseException):
+            if self._spool is not None and is_spoolable(result):
+                log.warning("send to %s[%d] failed (%s); spooling", topic, partition, result)
+                self._enter_spooling()
+                self._failed.extend(items)
+                self._wakeup.set()
+                return
+            self._fail(items, ProducerError(f"delivery to {topic}[{partition}] failed: {result!r}"))
+            return
+        base_offset = getattr(result, "offset", None)
+        resolved = 0
+        for index, item in enumerate(items):
+            if not item.settled:
+                item.settled = True
+                resolved += 1
+                if not item.future.done():
+                    offset = None if base_offset is None else base_offset + index
+                    item.future.set_result(Delivery("sent", topic, partition, offset))
+        # Counting only what this call resolved keeps the pending count exact even if a
+        # record was also handed to the spool (at close, or after an unexpected error).
+        self._release(resolved)
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._failed or self._queue:
+                source = self._failed if self._failed else self._queue
+                items = [source.popleft() for _ in range(min(len(source), _SENDER_CHUNK))]
+                # Kept until handled so close() and the error path below can still spool them.
+                self._in_hand = items
+                try:
+                    if self._spooling or self._sender is None:
+                        await self._spool_items(items)
+                    else:
+                        await self._sender.send(items, self._on_batch_done)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("ledger producer send loop error; spooling the batch")
+                    self._failed.extend(self._unresolved(items))
+                    if self._spool is not None:
+                        self._enter_spooling()
+                    await asyncio.sleep(0.1)
+                finally:
+                    self._in_hand = []
+
+    def _unresolved(self, items: list[PendingItem]) -> list[PendingItem]:
+        """Items not resolved yet, each once, including those of batches still in flight."""
+        if self._sender is not None:
+            items = items + self._sender.take_unacknowledged()
+        seen: set[int] = set()
+        unresolved = []
+        for item in items:
+            if not item.settled and id(item) not in seen:
+                seen.add(id(item))
+                unresolved.append(item)
+        return unresolved
+
+    async def _spool_items(self, items: list[PendingItem]) -> None:
+        if self._spool is None:
+            self._fail(items, ProducerError("Kafka unreachable and no spool_dir configured"))
+            return
+        spool = self._spool
+        records = [item.record for item in items if not item.settled]
+        try:
+            async with self._spool_lock:
+                await asyncio.to_thread(spool.append, records)
+        except (OSError, SpoolError) as error:
+            self._fail(items, ProducerError(f"spool write failed: {error}"))
+            return
+        self._enter_spooling()
+        resolved = 0
+        for item in items:
+            if not item.settled:
+                item.settled = True
+                resolved += 1
+                if not item.future.done():
+                    item.future.set_result(Delivery("spooled", item.record.topic))
+        self._release(resolved)
+
+    async def _resend_loop(self) -> None:
+        assert self._spool is not None
+        spool = self._spool
+        backoff = 0.1
+        while True:
+            await self._spool_has_data.wait()
+            try:
+                if self._sender is None:
+                    await self._connect()
+                assert self._sender is not None
+                async with self._spool_lock:
+                    records, next_offset = await asyncio.to_thread(spool.read, self.resend_chunk)
+                    if not records:
+                        # Drained: back to direct sends. Under the lock so that no append
+                        # can slip in between the emptiness check and the switch.
+                        self._spooling = False
+                        self._spool_has_data.clear()
+                        self._spool_drained.set()
+                        self._wakeup.set()
+                        continue
+                rejected = await self._sender.resend(records, self._request_timeout_s)
+                if rejected:
+                    assert self.spool_dir is not None
+                    log.error("broker refused %d spooled records for good", len(rejected))
+                    await asyncio.to_thread(park_rejected, self.spool_dir, rejected)
+                async with self._spool_lock:
+                    await asyncio.to_thread(spool.commit, next_offset)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.info("spool resend failed (%s); retrying in %.1fs", error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.resend_backoff_max_s)

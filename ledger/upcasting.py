@@ -1,0 +1,88 @@
+"""Reading events written with an older schema version: dict-level upcasters.
+
+An event once written stays readable forever. Each upcaster turns the dict of version N
+of one event type into version N+1; ``parse_event`` chains them up to the current version
+and then validates the result with the current model. Upcasters never touch the envelope's
+``event_id``, so an upcast event deduplicates with its original.
+
+This is the slow path: ``parse_event`` only comes here when the one-shot
+``validate_json`` of the current models failed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from ledger.events import CURRENT_VERSIONS, EVENT_ADAPTER, Event, decode_error_from
+from ledger.exceptions import (
+    EventDecodeError,
+    UnknownEventTypeError,
+    UnsupportedSchemaVersionError,
+)
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _usage_recorded_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
+    """usage.recorded v1 -> v2: provider-neutral token names and an explicit USD cost.
+
+    v1 carried ``tokens_in``/``tokens_out`` and ``cost`` (USD, a decimal string or null)
+    and knew none of the cache/audio/reasoning/media counters, which v2 defaults to 0.
+    """
+    new = dict(old)
+    new["prompt_tokens"] = new.pop("tokens_in", None)
+    new["completion_tokens"] = new.pop("tokens_out", None)
+    new["cost_usd"] = new.pop("cost", None)
+    new["schema_version"] = 2
+    return new
+
+
+# (event type, version it reads) -> upcaster producing version + 1.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("usage.recorded", 1): _usage_recorded_v1_to_v2,
+}
+
+
+def upcast(data: dict[str, Any]) -> dict[str, Any]:
+    """Raise ``data`` (a decoded event dict) to its type's current schema version.
+
+    Raises UnknownEventTypeError / UnsupportedSchemaVersionError / EventDecodeError.
+    """
+    event_type = data.get("type")
+    if not isinstance(event_type, str) or event_type not in CURRENT_VERSIONS:
+        raise UnknownEventTypeError(event_type)
+    current = CURRENT_VERSIONS[event_type]
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise EventDecodeError(f"schema_version: must be a positive integer, got {version!r}")
+    if version > current:
+        raise UnsupportedSchemaVersionError(event_type, version, current)
+    while version < current:
+        step = UPCASTERS.get((event_type, version))
+        if step is None:
+            raise EventDecodeError(f"{event_type} schema_version {version} has no upcaster")
+        data = step(data)
+        version += 1
+    return data
+
+
+def decode_slow_path(raw: bytes | str, fast_error: ValidationError) -> Event:
+    """Classify a message the fast path rejected, upcasting it when it is merely old."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EventDecodeError(f"invalid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise EventDecodeError(f"an event must be a JSON object, got {type(data).__name__}")
+    upcast_data = upcast(data)
+    if upcast_data is data:
+        # Already current: the fast path's error is the real schema violation.
+        raise decode_error_from(fast_error)
+    try:
+        return EVENT_ADAPTER.validate_python(upcast_data)
+    except ValidationError as error:
+        raise decode_error_from(error) from error

@@ -1,0 +1,69 @@
+"""Shared helpers of the event/producer tests: unique topics, consuming, a private broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from ledger.devstack import EmbeddedBroker
+from ledger.devstack.ports import free_port
+from ledger.events import Topics
+
+
+def unique_topics() -> Topics:
+    suffix = uuid.uuid4().hex[:10]
+    return Topics(usage=f"usage-{suffix}", keys=f"keys-{suffix}", catalog=f"catalog-{suffix}")
+
+
+async def create_topics(bootstrap: str, topics: Topics, partitions: int = 3) -> None:
+    """Create explicitly: auto-create is unreliable on the embedded broker."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name, partitions, 1) for name in (topics.usage, topics.keys, topics.catalog)]
+        )
+    finally:
+        await admin.close()
+
+
+async def consume(
+    bootstrap: str, topic_names: list[str], expected: int, timeout_s: float = 20.0
+) -> list[Any]:
+    """Read from the beginning until ``expected`` messages arrived (or time out)."""
+    consumer = AIOKafkaConsumer(
+        *topic_names,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    messages: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(messages) < expected and asyncio.get_running_loop().time() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for batch in batches.values():
+                messages.extend(batch)
+    finally:
+        await consumer.stop()
+    return messages
+
+
+@contextmanager
+def private_broker(root: Path) -> Iterator[EmbeddedBroker]:
+    """A broker only this test stops and restarts (restarting empties its memory storage)."""
+    broker = EmbeddedBroker(root / "broker", free_port())
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -1,0 +1,260 @@
+"""Event models: validation, ApiKeyUpdated semantics, decode errors, upcasting, keys."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from pydantic import ValidationError
+
+from ledger.events import (
+    CURRENT_VERSIONS,
+    EVENT_TYPES,
+    ApiKeyCreated,
+    ApiKeyUpdated,
+    ModelAliasSet,
+    ModelUpserted,
+    Topics,
+    UsageRecorded,
+    dump_event,
+    event_headers,
+    parse_event,
+    partition_key,
+    topic_for,
+)
+from ledger.exceptions import (
+    EventDecodeError,
+    UnknownEventTypeError,
+    UnsupportedSchemaVersionError,
+)
+from ledger.keys import generate_key, hash_key, is_key_hash
+from ledger.producer.builders import EventBuilder, create_key, update_key, usage
+
+KEY_ID = UUID("3f1c2a8e-5b7d-4e09-9a41-6c2f0d8b7e15")
+NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
+
+
+def usage_fields(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "event_id": str(uuid4()),
+        "type": "usage.recorded",
+        "schema_version": 2,
+        "occurred_at": "2026-11-25T09:30:00Z",
+        "source": "gw",
+        "api_key_id": str(KEY_ID),
+        "request_id": "r-1",
+        "model": "gpt-4o",
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "status": "success",
+    }
+    fields.update(overrides)
+    return fields
+
+
+BAD_USAGE_INPUT = [
+    pytest.param({"prompt_tokens": "ten"}, "prompt_tokens", id="wrong-type"),
+    pytest.param({"completion_tokens": -1}, "completion_tokens", id="negative-count"),
+    pytest.param({"images": -3}, "images", id="negative-images"),
+    pytest.param({"input_seconds": "-0.5"}, "input_seconds", id="negative-seconds"),
+    pytest.param({"cost_usd": "-0.01"}, "cost_usd", id="negative-cost"),
+    pytest.param({"cost_usd": "NaN"}, "cost_usd", id="nan-cost"),
+    pytest.param({"occurred_at": "2026-11-25T09:30:00"}, "occurred_at", id="naive-timestamp"),
+    pytest.param({"request_id": ""}, "request_id", id="empty-request-id"),
+    pytest.param({"source": ""}, "source", id="empty-source"),
+    pytest.param({"model": ""}, "model", id="empty-model"),
+    pytest.param({"api_key_id": "not-a-uuid"}, "api_key_id", id="bad-uuid"),
+    pytest.param({"status": "partial"}, "status", id="unknown-status"),
+    pytest.param({"metadata": {f"k{i}": "v" for i in range(33)}}, "metadata", id="too-many"),
+    pytest.param({"metadata": {"k" * 65: "v"}}, "metadata", id="metadata-key-too-long"),
+    pytest.param({"metadata": {"k": "v" * 513}}, "metadata", id="metadata-value-too-long"),
+    pytest.param({"metadata": {"k": 1}}, "metadata", id="metadata-not-string"),
+    pytest.param({"surprise": 1}, "surprise", id="unknown-field"),
+]
+
+
+@pytest.mark.parametrize(("override", "field"), BAD_USAGE_INPUT)
+def test_bad_usage_input_names_the_field(override: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        UsageRecorded.model_validate(usage_fields(**override))
+    assert field in {str(part) for error in caught.value.errors() for part in error["loc"]}
+
+
+@pytest.mark.parametrize(("override", "field"), BAD_USAGE_INPUT)
+def test_parse_event_reports_bad_input_as_decode_error(
+    override: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(EventDecodeError) as caught:
+        parse_event(json.dumps(usage_fields(**override)).encode())
+    assert type(caught.value) is EventDecodeError
+    assert field in str(caught.value)
+
+
+def test_builders_validate_before_anything_is_sent() -> None:
+    with pytest.raises(ValidationError, match="prompt_tokens"):
+        usage(api_key_id=KEY_ID, request_id="r", model="m", prompt_tokens=-1, completion_tokens=0)
+    with pytest.raises(ValidationError, match="occurred_at"):
+        EventBuilder("gw").revoke_key(api_key_id=KEY_ID, occurred_at=datetime(2026, 1, 1))
+    with pytest.raises(ValidationError, match="key_hash"):
+        create_key(name="k", key_hash="ABC")
+
+
+def test_frozen_and_round_trip() -> None:
+    event = usage(
+        api_key_id=KEY_ID,
+        request_id="r",
+        model="m",
+        prompt_tokens=1,
+        completion_tokens=2,
+        cost_usd=Decimal("0.10"),
+        metadata={"team": "a"},
+    )
+    with pytest.raises(ValidationError):
+        event.model = "other"  # type: ignore[misc]
+    data = dump_event(event)
+    assert b" " not in data.replace(b'"gateway"', b"")  # compact
+    assert json.loads(data)["cost_usd"] == "0.10"  # money as a string, never a float
+    assert parse_event(data) == event
+
+
+def test_routing_keys_and_headers() -> None:
+    topics = Topics("u", "k", "c")
+    event = usage(
+        api_key_id=KEY_ID, request_id="r", model="m", prompt_tokens=1, completion_tokens=1
+    )
+    assert topic_for(event, topics) == "u"
+    assert partition_key(event) == str(KEY_ID).encode()
+    assert event_headers(event) == [("type", b"usage.recorded"), ("schema_version", b"2")]
+    alias = ModelAliasSet(
+        event_id=uuid4(), occurred_at=NOW, source="s", alias="fast", model="gpt-4o"
+    )
+    assert topic_for(alias, topics) == "c"
+    assert partition_key(alias) == b"fast"
+    key_event = create_key(name="k", plaintext_key="sk-led-x", api_key_id=KEY_ID)
+    assert topic_for(key_event, topics) == "k"
+    assert partition_key(key_event) == str(KEY_ID).encode()
+    assert set(EVENT_TYPES) == set(CURRENT_VERSIONS)
+    assert len(EVENT_TYPES) == 12
+
+
+def test_api_key_updated_carries_only_set_fields() -> None:
+    update = update_key(api_key_id=KEY_ID, max_budget_usd=None, name="renamed")
+    assert update.changes() == {"max_budget_usd": None, "name": "renamed"}
+    body = json.loads(dump_event(update))
+    assert body["max_budget_usd"] is None  # explicit null clears the budget
+    assert "owner" not in body
+    assert "enabled" not in body
+    assert body["type"] == "api_key.updated"
+    assert body["schema_version"] == 1
+    decoded = parse_event(dump_event(update))
+    assert isinstance(decoded, ApiKeyUpdated)
+    assert decoded.changes() == update.changes()
+
+
+def test_api_key_updated_rejects_null_for_non_nullable_fields() -> None:
+    with pytest.raises(ValidationError, match="name"):
+        ApiKeyUpdated(event_id=uuid4(), occurred_at=NOW, source="s", api_key_id=KEY_ID, name=None)
+    with pytest.raises(ValueError, match="at least one"):
+        update_key(api_key_id=KEY_ID)
+
+
+def test_unknown_type_is_its_own_error() -> None:
+    with pytest.raises(UnknownEventTypeError) as caught:
+        parse_event(json.dumps(usage_fields(type="usage.forecast")).encode())
+    assert caught.value.reason == "unknown_type"
+    assert not caught.value.retriable
+
+
+def test_newer_schema_version_is_its_own_error() -> None:
+    with pytest.raises(UnsupportedSchemaVersionError) as caught:
+        parse_event(json.dumps(usage_fields(schema_version=3)).encode())
+    assert caught.value.version == 3
+    assert caught.value.current == 2
+    assert caught.value.reason == "unsupported_schema_version"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"\xff\xfe", b"[1, 2]", b'"text"', b"", b'{"type": "usage.recorded"}'],
+)
+def test_garbage_is_a_decode_error(raw: bytes) -> None:
+    with pytest.raises(EventDecodeError):
+        parse_event(raw)
+
+
+def test_usage_recorded_v1_is_upcast_to_v2() -> None:
+    v1: dict[str, Any] = {
+        "event_id": "8d3e4f10-0000-4000-8000-000000000101",
+        "type": "usage.recorded",
+        "schema_version": 1,
+        "occurred_at": "2025-03-02T17:04:11Z",
+        "source": "gateway-eu-1",
+        "api_key_id": str(KEY_ID),
+        "request_id": "req-1",
+        "model": "gpt-4o",
+        "tokens_in": 900,
+        "tokens_out": 120,
+        "status": "success",
+        "cost": "0.0021",
+    }
+    event = parse_event(json.dumps(v1).encode())
+    assert isinstance(event, UsageRecorded)
+    assert event.schema_version == 2
+    assert (event.prompt_tokens, event.completion_tokens) == (900, 120)
+    assert event.cost_usd == Decimal("0.0021")
+    assert event.cache_read_input_tokens == 0
+    assert event.event_id == UUID(v1["event_id"])  # dedup survives the upcast
+    # A v1 message with a v1 violation is still reported against the field.
+    with pytest.raises(EventDecodeError, match="prompt_tokens"):
+        parse_event(json.dumps({**v1, "tokens_in": -5}).encode())
+    # v2 field names under version 1 are not silently accepted.
+    with pytest.raises(EventDecodeError):
+        parse_event(json.dumps(usage_fields(schema_version=1)).encode())
+
+
+def test_model_upserted_keeps_raw_whole() -> None:
+    raw = {"input_cost_per_token": 1.5e-07, "mode": "chat", "nested": {"a": [1, 2]}}
+    event = ModelUpserted(
+        event_id=uuid4(), occurred_at=NOW, source="s", name="m", raw=raw, valid_from=NOW
+    )
+    decoded = parse_event(dump_event(event))
+    assert isinstance(decoded, ModelUpserted)
+    assert decoded.raw == raw
+
+
+def test_free_json_keeps_numbers_as_numbers_without_changing_them() -> None:
+    raw = {
+        "input_cost_per_token": Decimal("0.0000025"),
+        "tiers": [Decimal("1.10"), Decimal("0.12345678901234567890")],
+        "max_tokens": 128000,
+    }
+    event = ModelUpserted(
+        event_id=uuid4(), occurred_at=NOW, source="s", name="m", raw=raw, valid_from=NOW
+    )
+    wire = json.loads(dump_event(event), parse_float=Decimal)["raw"]
+    assert wire["input_cost_per_token"] == Decimal("0.0000025")  # a JSON number, same value
+    assert wire["tiers"][0] == Decimal("1.1")
+    # More digits than a float carries: kept exact, as a string.
+    assert wire["tiers"][1] == "0.12345678901234567890"
+    assert wire["max_tokens"] == 128000
+
+
+def test_key_hashing() -> None:
+    plaintext = generate_key()
+    assert plaintext.startswith("sk-led-")
+    assert len(plaintext) > 40
+    assert generate_key() != plaintext
+    digest = hash_key(plaintext)
+    assert is_key_hash(digest)
+    assert digest == hash_key(plaintext)
+    assert hash_key("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    with pytest.raises(ValueError, match="empty"):
+        hash_key("")
+    created = create_key(name="k", plaintext_key=plaintext)
+    assert isinstance(created, ApiKeyCreated)
+    assert plaintext.encode() not in dump_event(created)
+    assert created.key_hash == digest

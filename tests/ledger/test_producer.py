@@ -1,0 +1,201 @@
+"""LedgerProducer against the real broker: every event type, back-pressure, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from uuid import uuid4
+
+import pytest
+
+from ledger.events import (
+    ApiKeyRevoked,
+    EventBase,
+    KeyMetadataDeleted,
+    KeyMetadataSet,
+    ModelAliasRemoved,
+    ModelAliasSet,
+    ModelRetired,
+    ModelUpserted,
+    ProviderRemoved,
+    ProviderUpserted,
+    dump_event,
+    event_headers,
+    parse_event,
+    partition_key,
+)
+from ledger.exceptions import ProducerClosedError, ProducerError
+from ledger.keys import generate_key
+from ledger.producer import Delivery, LedgerProducer, partition_for_key
+from tests.ledger.producer_helpers import consume, create_topics, unique_topics
+
+NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
+
+
+def one_of_each(producer: LedgerProducer) -> list[EventBase]:
+    build = producer.events
+    key_id = uuid4()
+    envelope = {"source": producer.source, "occurred_at": NOW}
+    return [
+        build.usage(
+            api_key_id=key_id,
+            request_id="r-1",
+            model="gpt-4o",
+            prompt_tokens=100,
+            completion_tokens=20,
+            cost_usd=Decimal("0.0015"),
+            metadata={"team": "search"},
+        ),
+        build.create_key(
+            api_key_id=key_id, name="k", plaintext_key=generate_key(), max_budget_usd="10.00"
+        ),
+        build.update_key(api_key_id=key_id, max_budget_usd=None),
+        build.set_key_metadata(api_key_id=key_id, key="env", value="prod"),
+        KeyMetadataDeleted(event_id=uuid4(), api_key_id=key_id, key="env", **envelope),
+        KeyMetadataSet(event_id=uuid4(), api_key_id=key_id, key="a", value="b", **envelope),
+        ApiKeyRevoked(event_id=uuid4(), api_key_id=key_id, reason="leaked", **envelope),
+        ProviderUpserted(event_id=uuid4(), name="openai", features=["chat"], **envelope),
+        ProviderRemoved(event_id=uuid4(), name="openai", **envelope),
+        ModelUpserted(
+            event_id=uuid4(),
+            name="gpt-4o",
+            raw={"input_cost_per_token": 2.5e-06},
+            valid_from=NOW,
+            **envelope,
+        ),
+        ModelRetired(event_id=uuid4(), name="gpt-4o", **envelope),
+        ModelAliasSet(event_id=uuid4(), alias="fast", model="gpt-4o", **envelope),
+        ModelAliasRemoved(event_id=uuid4(), alias="fast", **envelope),
+    ]
+
+
+async def test_every_event_type_round_trips_through_kafka(kafka_bootstrap: str) -> None:
+    topics = unique_topics()
+    await create_topics(kafka_bootstrap, topics, partitions=3)
+    async with LedgerProducer(kafka_bootstrap, topics=topics, source="gw-test") as producer:
+        events = one_of_each(producer)
+        assert len({event.type for event in events}) == 12
+        futures = [await producer.emit(event) for event in events]
+        deliveries = await asyncio.gather(*futures)
+    assert all(delivery.status == "sent" for delivery in deliveries)
+    by_id = {event.event_id: event for event in events}
+    messages = await consume(kafka_bootstrap, [topics.usage, topics.keys, topics.catalog], 13)
+    assert len(messages) == len(events)
+    for message in messages:
+        decoded = parse_event(message.value)
+        original = by_id[decoded.event_id]
+        assert decoded == original
+        assert message.value == dump_event(original)
+        assert message.key == partition_key(original)
+        assert list(message.headers) == event_headers(original)
+        assert message.partition == partition_for_key(message.key, 3)  # Kafka's partitioner
+    topic_of = {message.value: message.topic for message in messages}
+    assert topic_of[dump_event(events[0])] == topics.usage
+    assert topic_of[dump_event(events[1])] == topics.keys
+    assert topic_of[dump_event(events[-1])] == topics.catalog
+
+
+async def test_per_key_order_is_kept(kafka_bootstrap: str) -> None:
+    topics = unique_topics()
+    await create_topics(kafka_bootstrap, topics, partitions=4)
+    keys = [uuid4() for _ in range(5)]
+    async with LedgerProducer(kafka_bootstrap, topics=topics, max_pending=50) as producer:
+        for number in range(500):
+            await producer.emit(
+                producer.events.usage(
+                    api_key_id=keys[number % 5],
+                    request_id=str(number),
+                    model="m",
+                    prompt_tokens=number,
+                    completion_tokens=0,
+                )
+            )
+    messages = await consume(kafka_bootstrap, [topics.usage], 500)
+    assert len(messages) == 500
+    for key in keys:
+        counts = [
+            parse_event(m.value).prompt_tokens  # type: ignore[union-attr]
+            for m in messages
+            if m.key == str(key).encode()
+        ]
+        assert counts == sorted(counts)
+        assert len(counts) == 100
+
+
+async def test_back_pressure_bounds_pending_records(kafka_bootstrap: str) -> None:
+    topics = unique_topics()
+    await create_topics(kafka_bootstrap, topics)
+    bound = 64
+    highest = 0
+
+    async with LedgerProducer(kafka_bootstrap, topics=topics, max_pending=bound) as producer:
+
+        async def writer(offset: int) -> None:
+            nonlocal highest
+            for number in range(offset, offset + 1000):
+                await producer.emit(
+                    producer.events.usage(
+                        api_key_id=uuid4(),
+                        request_id=str(number),
+                        model="m",
+                        prompt_tokens=1,
+                        completion_tokens=1,
+                    )
+                )
+                highest = max(highest, producer.pending)
+
+        await asyncio.gather(*(writer(offset) for offset in range(0, 3000, 1000)))
+        await producer.flush()
+        assert producer.pending == 0
+    assert 0 < highest <= bound
+    messages = await consume(kafka_bootstrap, [topics.usage], 3000)
+    assert len(messages) == 3000
+
+
+async def test_a_cancelled_delivery_future_still_releases_capacity(kafka_bootstrap: str) -> None:
+    topics = unique_topics()
+    await create_topics(kafka_bootstrap, topics)
+    async with LedgerProducer(kafka_bootstrap, topics=topics, max_pending=4) as producer:
+        for _ in range(20):
+            future = await producer.emit(producer.events.revoke_key(api_key_id=uuid4()))
+            future.cancel()  # what asyncio.wait_for does to it on a timeout
+        await asyncio.wait_for(producer.flush(), 10)
+        assert producer.pending == 0
+    assert len(await consume(kafka_bootstrap, [topics.keys], 20)) == 20
+
+
+async def test_lifecycle_errors(kafka_bootstrap: str, tmp_path: Path) -> None:
+    producer = LedgerProducer(kafka_bootstrap, topics=unique_topics())
+    event = producer.events.revoke_key(api_key_id=uuid4())
+    with pytest.raises(ProducerClosedError):
+        await producer.emit(event)
+    async with producer:
+        with pytest.raises(TypeError, match="not a ledger event"):
+            await producer.emit("usage")  # type: ignore[arg-type]
+    with pytest.raises(ProducerClosedError):
+        await producer.emit(event)
+    # Without a spool there is nowhere to keep events, so an unreachable broker is an error.
+    with pytest.raises(ProducerError):
+        await LedgerProducer("127.0.0.1:1").start()
+
+
+async def test_emit_and_wait_and_from_settings(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topics = unique_topics()
+    await create_topics(kafka_bootstrap, topics)
+    settings = SimpleNamespace(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_usage=topics.usage,
+        topic_keys=topics.keys,
+        topic_catalog=topics.catalog,
+        spool_dir=tmp_path / "spool",
+    )
+    producer = LedgerProducer.from_settings(settings)
+    assert producer.topics == topics
+    assert producer.spool_dir == tmp_path / "spool"
+    async with producer:
+        delivery = await producer.emit_and_wait(producer.events.revoke_key(api_key_id=uuid4()))
+    assert delivery == Delivery("sent", topics.keys, delivery.partition, delivery.offset)
+    assert delivery.offset is not None
