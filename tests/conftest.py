@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,12 +24,14 @@ def _dsn_for(admin_dsn: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+def servers() -> Iterator[Servers]:
     if docker_requested():
         with docker_servers() as found:
             yield found
         return
-    with embedded_servers(tmp_path_factory.mktemp("servers")) as found:
+    # Not under pytest's basetemp: pytest prunes old basetemps, and a concurrent session
+    # would delete this one's data directory under the running server.
+    with embedded_servers(Path(tempfile.mkdtemp(prefix="ledger-test-servers-"))) as found:
         yield found
 
 

@@ -20,6 +20,10 @@ from ledger.exceptions import DevStackError
 
 _SYSTEM_USER = "embedded_postgres"
 _SUPERUSER = "postgres"
+# A dev server on a laptop-sized machine: room for the projector's batches in shared buffers
+# and fewer checkpoints (each one makes the next write of every page a full-page image).
+_TUNING = ("-c max_connections=200 -c shared_buffers=512MB -c max_wal_size=4GB "
+           "-c checkpoint_timeout=30min -c wal_buffers=64MB")
 
 
 def _bin_dir() -> Path:
@@ -107,7 +111,7 @@ class EmbeddedPostgres:
                     check=True, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                     user=run_as,
                 )
-            options = f"-h 127.0.0.1 -p {self.port} -k {self.datadir} -c max_connections=200"
+            options = f"-h 127.0.0.1 -p {self.port} -k {self.datadir} {_TUNING}"
             result = subprocess.run(
                 [str(bins / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
                  "-o", options, "-w", "-t", str(int(timeout)), "start"],

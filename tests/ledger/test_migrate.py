@@ -13,7 +13,7 @@ from ledger.migrate import Migrator, default_migrations_dir, load_migrations
 EXPECTED_TABLES = {
     "providers", "models", "model_aliases", "model_price_history", "api_keys", "key_metadata",
     "usage_records", "monthly_usage_summaries", "projection_checkpoints", "dead_letters",
-    "schema_migrations",
+    "schema_migrations", "usage_event_ids",
 }
 
 
@@ -26,7 +26,8 @@ async def test_apply_creates_the_schema_and_records_each_file(empty_pg_dsn: str)
             "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') "
             "AND relnamespace = 'public'::regnamespace")}
         assert tables >= EXPECTED_TABLES
-        kind = await conn.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'usage_records'")
+        kind = await conn.fetchval(
+            "SELECT relkind::text FROM pg_class WHERE relname = 'usage_records'")
         assert kind == "p"  # declaratively partitioned
         money_types = {r["data_type"] for r in await conn.fetch(
             "SELECT data_type FROM information_schema.columns WHERE table_schema = 'public' "
@@ -73,7 +74,7 @@ async def test_failing_migration_rolls_back_and_names_the_file(
         "CREATE TABLE half_done (id int);\nSELECT * FROM no_such_table;\n")
     conn = await asyncpg.connect(empty_pg_dsn)
     try:
-        with pytest.raises(MigrationError, match="9999_broken.sql"):
+        with pytest.raises(MigrationError, match=r"9999_broken\.sql"):
             await Migrator(conn, directory).migrate()
         assert await conn.fetchval("SELECT to_regclass('half_done')") is None
         assert 9999 not in {m.version for m in await Migrator(conn, directory).applied()}
@@ -96,5 +97,5 @@ async def test_concurrent_runners_apply_each_file_once(empty_pg_dsn: str) -> Non
 
 def test_badly_named_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "1_init.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_name\.sql"):
         load_migrations(tmp_path)

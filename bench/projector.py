@@ -1,0 +1,261 @@
+"""Benchmark of the usage projector (a script, not a test).
+
+    .venv/bin/python bench/projector.py [--events 200000] [--baseline 10000] [--rate 10000]
+
+Starts a private embedded PostgreSQL and broker (or uses DATABASE_URL/KAFKA_BOOTSTRAP_SERVERS)
+and measures, in one run:
+
+* ``sustained``: events already in the topic, one worker (one process), timed from its first
+  committed batch to the last: Kafka -> decode -> COPY -> dedup -> summaries -> commit.
+* ``baseline``: the repository pattern a gateway would write first, one transaction per event
+  with an INSERT and a summary UPSERT, on the same server; and the ratio.
+* ``lag``: a fixed offered load (events/s) for a while; the lag of each event is from its
+  emission to the moment the projector's post-commit notification reaches a listener, i.e.
+  when it is queryable. Each event has its own api key so its notification names it.
+
+Prints JSON (for bench/run_all.py) and a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from ledger.devstack import EmbeddedBroker, EmbeddedPostgres
+from ledger.devstack.ports import free_port
+from ledger.events import UsageRecorded
+from ledger.invalidation import CHANNEL, decode
+from ledger.migrate import Migrator
+from ledger.producer import LedgerProducer
+from ledger.settings import Settings
+from ledger.topics import ensure_topics, topic_specs
+from projections import ProjectionRunner, make_projection
+
+
+@dataclass
+class Stack:
+    dsn: str
+    bootstrap: str
+
+
+@asynccontextmanager
+async def stack() -> AsyncIterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix="bench-projector-") as root:
+        pg = broker = None
+        dsn = os.environ.get("DATABASE_URL")
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        try:
+            if dsn is None:
+                pg = EmbeddedPostgres(Path(root) / "pg" / "pgdata", free_port())
+                pg.start()
+                dsn = pg.dsn
+            if bootstrap is None:
+                broker = EmbeddedBroker(Path(root) / "kafka", free_port())
+                broker.start()
+                bootstrap = broker.bootstrap_servers
+            yield Stack(dsn, bootstrap)
+        finally:
+            if broker is not None:
+                broker.stop()
+            if pg is not None:
+                pg.stop("immediate")
+
+
+@asynccontextmanager
+async def scratch_db(admin_dsn: str) -> AsyncIterator[str]:
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f"CREATE DATABASE {name}")
+    dsn = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+    conn = await asyncpg.connect(dsn)
+    await Migrator(conn).migrate()
+    await conn.close()
+    try:
+        yield dsn
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
+
+
+def settings_for(s: Stack, dsn: str) -> Settings:
+    suffix = uuid.uuid4().hex[:8]
+    return Settings(database_url=dsn, kafka_bootstrap_servers=s.bootstrap,
+                    topic_usage=f"bench-usage-{suffix}", topic_keys=f"bench-keys-{suffix}",
+                    topic_catalog=f"bench-catalog-{suffix}", consumer_group=f"bench-{suffix}")
+
+
+def usage(i: int, key: uuid.UUID, when: datetime) -> UsageRecorded:
+    return UsageRecorded(
+        event_id=uuid.uuid4(), occurred_at=when, source="bench", request_id=f"r{i}",
+        api_key_id=key, model=("gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet")[i % 3],
+        provider="openai", prompt_tokens=100 + i % 900, completion_tokens=20 + i % 300,
+        status="success", cost_usd=Decimal(i % 997) / Decimal(10**6))
+
+
+async def produce(settings: Settings, events: list[UsageRecorded]) -> None:
+    async with LedgerProducer.from_settings(settings) as producer:
+        for event in events:
+            await producer.emit(event)
+        await producer.flush()
+
+
+async def sustained(s: Stack, n: int) -> dict[str, Any]:
+    async with scratch_db(s.dsn) as dsn:
+        settings = settings_for(s, dsn)
+        await ensure_topics(s.bootstrap, topic_specs(settings))
+        keys = [uuid.uuid4() for _ in range(1000)]
+        base = datetime(2026, 9, 1, tzinfo=UTC)
+        events = [usage(i, keys[(i * 7919) % 1000], base + timedelta(seconds=i * 37 % 7_776_000))
+                  for i in range(n)]
+        events += events[: n // 100]  # 1% re-sent duplicates
+        await produce(settings, events)
+        runner = ProjectionRunner(make_projection("usage"), settings, dsn=dsn,
+                                  bootstrap_servers=s.bootstrap, max_records=10_000)
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        while runner.applied == 0:
+            await asyncio.sleep(0.005)
+        started, first = time.perf_counter(), runner.applied
+        while sum(runner.positions.values()) < len(events):
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await task
+        conn = await asyncpg.connect(dsn)
+        rows = await conn.fetchval("SELECT count(*) FROM usage_records")
+        summed = await conn.fetchval("SELECT sum(requests) FROM monthly_usage_summaries")
+        await conn.close()
+        assert rows == n and summed == n, (rows, summed, n)
+        return {"events": len(events), "unique": n,
+                "events_per_s": round((len(events) - first) / elapsed)}
+
+
+async def baseline(s: Stack, n: int) -> dict[str, Any]:
+    """One transaction per event: INSERT the record, UPSERT the monthly summary."""
+    async with scratch_db(s.dsn) as dsn:
+        conn = await asyncpg.connect(dsn)
+        base = datetime(2026, 9, 1, tzinfo=UTC)
+        await conn.execute("CREATE TABLE usage_records_y2026m09 PARTITION OF usage_records "
+                           "FOR VALUES FROM ('2026-09-01') TO ('2026-10-01')")
+        key = uuid.uuid4()
+        events = [usage(i, key, base + timedelta(seconds=i)) for i in range(n)]
+        started = time.perf_counter()
+        for e in events:
+            async with conn.transaction():
+                inserted = await conn.fetchval(
+                    "INSERT INTO usage_records (event_id, occurred_at, request_id, api_key_id, "
+                    "model, provider, prompt_tokens, completion_tokens, status, cost_usd, "
+                    "cost_source, source) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,'emitter',$11) "
+                    "ON CONFLICT DO NOTHING RETURNING 1",
+                    e.event_id, e.occurred_at, e.request_id, e.api_key_id, e.model, e.provider,
+                    e.prompt_tokens, e.completion_tokens, e.status, e.cost_usd, e.source)
+                if inserted:
+                    await conn.execute(
+                        "INSERT INTO monthly_usage_summaries AS s (api_key_id, model, month, "
+                        "requests, prompt_tokens, completion_tokens, cost_usd, first_occurred_at,"
+                        " last_occurred_at) VALUES ($1, $2, '2026-09-01', 1, $3, $4, $5, $6, $6)"
+                        " ON CONFLICT (api_key_id, month, model) DO UPDATE SET "
+                        "requests = s.requests + 1, prompt_tokens = s.prompt_tokens + $3, "
+                        "completion_tokens = s.completion_tokens + $4, cost_usd = s.cost_usd + $5,"
+                        " last_occurred_at = greatest(s.last_occurred_at, $6)",
+                        e.api_key_id, e.model, e.prompt_tokens, e.completion_tokens, e.cost_usd,
+                        e.occurred_at)
+        elapsed = time.perf_counter() - started
+        await conn.close()
+        return {"events": n, "events_per_s": round(n / elapsed)}
+
+
+async def lag(s: Stack, rate: int, seconds: float) -> dict[str, Any]:
+    async with scratch_db(s.dsn) as dsn:
+        settings = settings_for(s, dsn)
+        await ensure_topics(s.bootstrap, topic_specs(settings))
+        emitted: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        listener = await asyncpg.connect(dsn)
+
+        def on_notify(*args: Any) -> None:
+            now = time.perf_counter()
+            for key_id in decode(args[3]).spend_key_ids:
+                seen.setdefault(key_id, now)
+
+        await listener.add_listener(CHANNEL, on_notify)
+        runner = ProjectionRunner(make_projection("usage"), settings, dsn=dsn,
+                                  bootstrap_servers=s.bootstrap, poll_timeout_ms=20)
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        async with LedgerProducer.from_settings(settings, linger_ms=2) as producer:
+            warm = usage(0, uuid.uuid4(), datetime.now(UTC))  # wait until the worker is live
+            await producer.emit_and_wait(warm)
+            while runner.applied == 0:
+                await asyncio.sleep(0.01)
+            total = int(rate * seconds)
+            tick = 0.01
+            per_tick = max(1, int(rate * tick))
+            started = time.perf_counter()
+            for i in range(0, total, per_tick):
+                target = started + i / rate
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                for j in range(i, min(i + per_tick, total)):
+                    key = uuid.uuid4()
+                    emitted[str(key)] = time.perf_counter()
+                    await producer.emit(usage(j, key, datetime.now(UTC)))
+            offered = total / (time.perf_counter() - started)
+            await producer.flush()
+        deadline = time.perf_counter() + 30
+        while len(seen.keys() & emitted.keys()) < len(emitted) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        await listener.close()
+        lags = sorted((seen[k] - t) * 1000 for k, t in emitted.items() if k in seen)
+        if not lags:
+            raise SystemExit("no event became queryable")
+        return {"offered_per_s": round(offered), "events": len(emitted),
+                "queryable": len(lags),
+                "p50_ms": round(lags[len(lags) // 2], 1),
+                "p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))], 1),
+                "max_ms": round(lags[-1], 1)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--baseline", type=int, default=10_000)
+    parser.add_argument("--rate", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    async with stack() as s:
+        result = {"sustained": await sustained(s, args.events),
+                  "baseline": await baseline(s, args.baseline),
+                  "lag": await lag(s, args.rate, args.seconds)}
+    result["ratio"] = round(result["sustained"]["events_per_s"]
+                            / result["baseline"]["events_per_s"], 1)
+    print(json.dumps(result, indent=2))
+    print("\n| measure | value |\n| --- | --- |")
+    print(f"| sustained projection (1 worker) | {result['sustained']['events_per_s']:,} events/s |")
+    print(f"| naive baseline (1 tx per event) | {result['baseline']['events_per_s']:,} events/s |")
+    print(f"| ratio | {result['ratio']}x |")
+    lag_ = result["lag"]
+    print(f"| lag at {lag_['offered_per_s']:,} events/s offered | p50 {lag_['p50_ms']} ms, "
+          f"p99 {lag_['p99_ms']} ms |")
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,31 @@
+"""Every error the ``projections`` package raises, rooted in :class:`ProjectionError`."""
+
+from __future__ import annotations
+
+from ledger.exceptions import LedgerError
+
+
+class ProjectionError(LedgerError):
+    """Base of every projector error."""
+
+
+class PartitionLostError(ProjectionError):
+    """A fenced checkpoint update matched no row: another worker owns the partition now.
+
+    The batch's transaction is rolled back and the worker re-reads its checkpoints; nothing
+    is applied twice.
+    """
+
+    retriable = True
+
+
+class RebalanceFailedError(ProjectionError):
+    """Handling a partition assignment failed (aiokafka swallows these, so we stop ourselves)."""
+
+
+class UnknownProjectionError(ProjectionError):
+    """A projection name that is not usage, keys or catalog."""
+
+
+class RebuildError(ProjectionError):
+    """A rebuild could not complete; the live tables are untouched."""

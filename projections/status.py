@@ -1,0 +1,69 @@
+"""Checkpoints, log ends and lag per projection and partition, for ``ledger status``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ledger.settings import Settings
+from projections.deadletters import count_by_reason
+from projections.registry import PROJECTION_NAMES, make_projection
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    projection: str
+    topic: str
+    partition: int
+    checkpoint: int
+    log_end: int | None
+    lag: int | None
+
+
+async def log_ends(bootstrap_servers: str, topics: list[str]) -> dict[TopicPartition, int]:
+    """Each partition's log end, read as a fetch high watermark.
+
+    The embedded broker answers ListOffsets(latest) wrongly for multi-record batches, while the
+    high watermark in fetch responses is right, so we fetch once from the end of each log.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(t, p) for t in topics
+                      for p in sorted(consumer.partitions_for_topic(t) or ())]
+        if not partitions:
+            return {}
+        consumer.assign(partitions)
+        starts = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            # Seek just before the (possibly wrong) listed end; the fetch reports the truth.
+            consumer.seek(tp, max(starts[tp], ends[tp] - 1))
+        await consumer.getmany(timeout_ms=1000)
+        return {tp: consumer.highwater(tp) or ends[tp] for tp in partitions}
+    finally:
+        await consumer.stop()
+
+
+async def projection_status(
+    settings: Settings, dsn: str, bootstrap_servers: str
+) -> tuple[list[PartitionStatus], list[tuple[str, str, int]]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT projection, topic, partition, next_offset FROM projection_checkpoints "
+            "ORDER BY projection, topic, partition")
+        dead = await count_by_reason(conn)
+    finally:
+        await conn.close()
+    topics = [make_projection(name).topic(settings) for name in PROJECTION_NAMES]
+    ends = await log_ends(bootstrap_servers, topics)
+    result = []
+    for row in rows:
+        end = ends.get(TopicPartition(row["topic"], row["partition"]))
+        lag = None if end is None else max(end - row["next_offset"], 0)
+        result.append(PartitionStatus(row["projection"], row["topic"], row["partition"],
+                                      row["next_offset"], end, lag))
+    return result, dead

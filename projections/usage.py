@@ -1,0 +1,211 @@
+"""UsageProjection: usage_records and monthly_usage_summaries, set-based.
+
+Per batch: COPY the events into a session temp table; claim their event_ids in
+usage_event_ids (ON CONFLICT DO NOTHING: the dedup); insert only the claimed ones into
+usage_records; add only the rows actually inserted to the monthly summaries — all in one
+statement, inside the runner's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from ledger.events import UsageRecorded
+from ledger.invalidation import Invalidation
+from ledger.settings import Settings
+from projections.base import ApplyResult, Envelope, Failure, Projection, lock_key
+from projections.pricer import CatalogPricer
+
+_COLUMNS = (
+    "event_id", "occurred_at", "request_id", "api_key_id", "model", "requested_model",
+    "provider", "prompt_tokens", "completion_tokens", "cache_read_input_tokens",
+    "cache_creation_input_tokens", "reasoning_tokens", "audio_input_tokens",
+    "audio_output_tokens", "images", "input_seconds", "output_seconds", "characters",
+    "latency_ms", "status", "error_code", "cost_usd", "cost_source", "metadata", "source",
+)
+_COUNTERS = (
+    "prompt_tokens", "completion_tokens", "cache_read_input_tokens",
+    "cache_creation_input_tokens", "reasoning_tokens", "audio_input_tokens",
+    "audio_output_tokens", "images", "input_seconds", "output_seconds", "characters",
+)
+
+# metadata is staged as text: asyncpg's binary COPY has no jsonb encoder for dicts.
+_CREATE_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS usage_stage (
+    event_id uuid, occurred_at timestamptz, request_id text, api_key_id uuid, model text,
+    requested_model text, provider text, prompt_tokens bigint, completion_tokens bigint,
+    cache_read_input_tokens bigint, cache_creation_input_tokens bigint, reasoning_tokens bigint,
+    audio_input_tokens bigint, audio_output_tokens bigint, images bigint, input_seconds numeric,
+    output_seconds numeric, characters bigint, latency_ms bigint, status text, error_code text,
+    cost_usd numeric, cost_source text, metadata text, source text
+) ON COMMIT DELETE ROWS
+"""
+
+_INSERTED_AND_SUMMED = f"""
+WITH fresh AS (
+    INSERT INTO usage_event_ids (event_id, occurred_at)
+    SELECT event_id, occurred_at FROM usage_stage
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), inserted AS (
+    INSERT INTO usage_records ({", ".join(_COLUMNS)})
+    SELECT {", ".join(f"s.{c}" if c != "metadata" else "s.metadata::jsonb" for c in _COLUMNS)}
+    FROM usage_stage s JOIN fresh f ON f.event_id = s.event_id
+    ON CONFLICT DO NOTHING
+    RETURNING api_key_id, model, provider, occurred_at, status, cost_usd, cost_source,
+              {", ".join(_COUNTERS)}
+), summed AS (
+    SELECT api_key_id, model,
+           (date_trunc('month', occurred_at AT TIME ZONE 'UTC'))::date AS month,
+           max(provider) AS provider,
+           count(*) AS requests,
+           count(*) FILTER (WHERE status = 'error') AS errors,
+           {", ".join(f"sum({c}) AS {c}" for c in _COUNTERS)},
+           coalesce(sum(cost_usd), 0) AS cost_usd,
+           count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced_requests,
+           min(occurred_at) AS first_occurred_at,
+           max(occurred_at) AS last_occurred_at
+    FROM inserted
+    GROUP BY 1, 2, 3
+), upserted AS (
+    INSERT INTO monthly_usage_summaries AS s (
+        api_key_id, model, month, provider, requests, errors, {", ".join(_COUNTERS)},
+        cost_usd, unpriced_requests, first_occurred_at, last_occurred_at)
+    SELECT api_key_id, model, month, provider, requests, errors, {", ".join(_COUNTERS)},
+           cost_usd, unpriced_requests, first_occurred_at, last_occurred_at
+    FROM summed
+    ON CONFLICT (api_key_id, month, model) DO UPDATE SET
+        provider = coalesce(EXCLUDED.provider, s.provider),
+        requests = s.requests + EXCLUDED.requests,
+        errors = s.errors + EXCLUDED.errors,
+        {", ".join(f"{c} = s.{c} + EXCLUDED.{c}" for c in _COUNTERS)},
+        cost_usd = s.cost_usd + EXCLUDED.cost_usd,
+        unpriced_requests = s.unpriced_requests + EXCLUDED.unpriced_requests,
+        first_occurred_at = least(s.first_occurred_at, EXCLUDED.first_occurred_at),
+        last_occurred_at = greatest(s.last_occurred_at, EXCLUDED.last_occurred_at),
+        updated_at = now()
+    RETURNING api_key_id
+)
+SELECT (SELECT count(*) FROM inserted) AS inserted,
+       (SELECT array_agg(DISTINCT api_key_id::text) FROM upserted) AS key_ids
+"""
+
+
+# Children of the usage_records that search_path resolves to (a rebuild's scratch copy too).
+_MISSING_PARTITIONS = """
+SELECT array_agg(n) FROM unnest($1::text[]) n
+WHERE NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                  WHERE i.inhparent = 'usage_records'::regclass AND c.relname = n)
+"""
+
+
+def month_start(moment: datetime) -> datetime:
+    utc = moment.astimezone(UTC)
+    return datetime(utc.year, utc.month, 1, tzinfo=UTC)
+
+
+def partition_name(month: datetime) -> str:
+    return f"usage_records_y{month.year:04d}m{month.month:02d}"
+
+
+def _next_month(month: datetime) -> datetime:
+    return month.replace(year=month.year + 1, month=1) if month.month == 12 else month.replace(
+        month=month.month + 1)
+
+
+class UsageProjection(Projection):
+    name = "usage"
+
+    def __init__(self) -> None:
+        self._pricer = CatalogPricer()
+        self._staged_on: asyncpg.Connection | None = None
+
+    def topic(self, settings: Settings) -> str:
+        return settings.topic_usage
+
+    def tables(self) -> tuple[str, ...]:
+        return ("usage_event_ids", "usage_records", "monthly_usage_summaries")
+
+    async def prepare(self, conn: asyncpg.Connection, batch: list[Envelope]) -> None:
+        """Create missing monthly partitions, in their own short transaction.
+
+        Existence is asked each batch (one round trip) rather than cached, because a rebuild
+        may swap the partitioned table underneath this worker.
+        """
+        months = {partition_name(m): m for m in {month_start(e.event.occurred_at) for e in batch}}
+        missing = await conn.fetchval(_MISSING_PARTITIONS, list(months))
+        if not missing:
+            return
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))",
+                               lock_key(self.name))
+            # Serialise DDL between workers: two concurrent CREATE ... IF NOT EXISTS can race.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('usage_partitions'))")
+            for name in sorted(missing):
+                month = months[name]
+                bounds = f"FROM ('{month.isoformat()}') TO ('{_next_month(month).isoformat()}')"
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF usage_records "
+                    f"FOR VALUES {bounds}")
+
+    async def apply(self, conn: asyncpg.Connection, batch: list[Envelope]) -> ApplyResult:
+        unique: dict[Any, Envelope] = {}  # first delivery of each event_id in the batch
+        for envelope in batch:
+            event = envelope.event
+            assert isinstance(event, UsageRecorded)
+            unique.setdefault(event.event_id, envelope)
+        if not unique:
+            return ApplyResult(0, Invalidation(), [])
+        events = [e.event for e in unique.values()]
+        costs = await self._pricer.costs(conn, events)  # type: ignore[arg-type]
+        rows = [_row(e, cost) for e, cost in zip(events, costs, strict=True)]  # type: ignore[arg-type]
+        try:
+            async with conn.transaction():  # a savepoint: a data error must not abort the batch
+                inserted, key_ids = await self._copy_and_upsert(conn, rows)
+        except asyncpg.DataError:
+            return await self._apply_one_by_one(conn, list(unique.values()), rows)
+        return ApplyResult(inserted, Invalidation(spend_key_ids=frozenset(key_ids)), [])
+
+    async def _copy_and_upsert(
+        self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]
+    ) -> tuple[int, list[str]]:
+        if self._staged_on is not conn:  # a temp table lives as long as its session
+            await conn.execute(_CREATE_STAGE)
+            self._staged_on = conn
+        await conn.copy_records_to_table("usage_stage", records=rows, columns=_COLUMNS)
+        result = await conn.fetchrow(_INSERTED_AND_SUMMED)
+        assert result is not None
+        return int(result["inserted"]), list(result["key_ids"] or [])
+
+    async def _apply_one_by_one(
+        self, conn: asyncpg.Connection, envelopes: list[Envelope], rows: list[tuple[Any, ...]]
+    ) -> ApplyResult:
+        """Find the poison: apply each event in its own savepoint, the bad ones dead-letter."""
+        inserted, key_ids, failures = 0, set[str](), list[Failure]()
+        for envelope, row in zip(envelopes, rows, strict=True):
+            try:
+                async with conn.transaction():
+                    count, keys = await self._copy_and_upsert(conn, [row])
+                    await conn.execute("TRUNCATE usage_stage")  # rows clear at commit otherwise
+            except asyncpg.DataError as exc:
+                failures.append(Failure(envelope, "handler_error", f"{type(exc).__name__}: {exc}"))
+                continue
+            inserted += count
+            key_ids.update(keys)
+        return ApplyResult(inserted, Invalidation(spend_key_ids=frozenset(key_ids)), failures)
+
+
+def _row(event: UsageRecorded, cost: tuple[Any, str]) -> tuple[Any, ...]:
+    cost_usd, cost_source = cost
+    return (
+        event.event_id, event.occurred_at, event.request_id, event.api_key_id, event.model,
+        event.requested_model, event.provider, event.prompt_tokens, event.completion_tokens,
+        event.cache_read_input_tokens, event.cache_creation_input_tokens, event.reasoning_tokens,
+        event.audio_input_tokens, event.audio_output_tokens, event.images, event.input_seconds,
+        event.output_seconds, event.characters, event.latency_ms, event.status, event.error_code,
+        cost_usd, cost_source, json.dumps(event.metadata), event.source,
+    )

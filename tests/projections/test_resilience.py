@@ -1,0 +1,174 @@
+"""Exactly-once effect under crashes, rebalances, a broker reset and a PostgreSQL restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ledger.devstack import EmbeddedBroker
+from ledger.devstack.ports import free_port
+from ledger.settings import Settings
+from ledger.topics import ensure_topics, topic_specs
+from projections import ProjectionRunner, make_projection
+from tests.projections.helpers import (
+    emit,
+    fetchval,
+    ground_truth,
+    random_usage,
+    running_worker,
+    summaries,
+    wait_for_rows,
+)
+from tests.servers import Servers
+
+COUNT = "SELECT count(*) FROM usage_records"
+
+
+def _worker_env(settings: Settings) -> dict[str, str]:
+    assert settings.database_url and settings.kafka_bootstrap_servers
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=settings.database_url,
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        TOPIC_USAGE=settings.topic_usage, TOPIC_KEYS=settings.topic_keys,
+        TOPIC_CATALOG=settings.topic_catalog, CONSUMER_GROUP=settings.consumer_group,
+    )
+    return env
+
+
+def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ledger", "project", "--projection", "usage"],
+            env=_worker_env(settings), stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+
+
+async def test_kill_minus_nine_at_random_points_never_double_counts(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rng = random.Random(11)
+    keys = [uuid.uuid4() for _ in range(20)]
+    events = random_usage(rng, keys, 20_000)
+    resent = rng.sample(events, 300)
+    assert settings.database_url
+    log = tmp_path / "worker.log"
+    sender = asyncio.create_task(_emit_slowly(settings, events + resent, chunks=20))
+    kills = 0
+    worker = _start_worker(settings, log)
+    try:
+        while kills < 5:
+            await asyncio.sleep(rng.uniform(1.0, 3.0))
+            worker.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(worker.wait)
+            kills += 1
+            worker = _start_worker(settings, log)
+        await sender
+        await wait_for_rows(settings.database_url, COUNT, 20_000, timeout=120)
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 60) == 0  # clean exit on SIGTERM
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert await summaries(settings.database_url) == ground_truth(events)
+    applied = await fetchval(settings.database_url,
+                             "SELECT sum(next_offset) FROM projection_checkpoints")
+    assert applied == len(events) + len(resent)
+
+
+async def _emit_slowly(settings: Settings, events: list, chunks: int) -> None:  # type: ignore[type-arg]
+    size = len(events) // chunks + 1
+    for start in range(0, len(events), size):
+        await emit(settings, events[start:start + size])
+        await asyncio.sleep(0.3)
+
+
+async def test_two_workers_with_a_rebalance_in_the_middle(settings: Settings) -> None:
+    rng = random.Random(5)
+    keys = [uuid.uuid4() for _ in range(30)]
+    events = random_usage(rng, keys, 12_000)
+    assert settings.database_url and settings.kafka_bootstrap_servers
+    first = ProjectionRunner(make_projection("usage"), settings, dsn=settings.database_url,
+                             bootstrap_servers=settings.kafka_bootstrap_servers, max_records=500)
+    second = ProjectionRunner(make_projection("usage"), settings, dsn=settings.database_url,
+                              bootstrap_servers=settings.kafka_bootstrap_servers, max_records=500)
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    task_first = asyncio.create_task(first.run(stop_first))
+    await emit(settings, events[:4000])
+    await wait_for_rows(settings.database_url, COUNT, 4000, timeout=60)
+    task_second = asyncio.create_task(second.run(stop_second))  # joins: rebalance
+    await emit(settings, events[4000:8000])
+    await asyncio.sleep(3)
+    stop_first.set()  # leaves: the second takes every partition
+    await task_first
+    await emit(settings, events[8000:])
+    await wait_for_rows(settings.database_url, COUNT, 12_000, timeout=60)
+    stop_second.set()
+    await task_second
+    assert await summaries(settings.database_url) == ground_truth(events)
+    assert second.applied > 0
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    broker = EmbeddedBroker(tmp_path / "broker", free_port())
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def test_broker_reset_restarts_partitions_from_the_log_start(
+    settings: Settings, private_broker: EmbeddedBroker
+) -> None:
+    configured = settings.model_copy(
+        update={"kafka_bootstrap_servers": private_broker.bootstrap_servers})
+    await ensure_topics(private_broker.bootstrap_servers, topic_specs(configured))
+    rng = random.Random(3)
+    keys = [uuid.uuid4() for _ in range(8)]
+    before = random_usage(rng, keys, 3000)
+    await emit(configured, before)
+    assert configured.database_url
+    async with running_worker(configured, ("usage",)):
+        await wait_for_rows(configured.database_url, COUNT, 3000)
+    private_broker.stop()  # memory storage: every topic is gone
+    private_broker.start()
+    await ensure_topics(private_broker.bootstrap_servers, topic_specs(configured))
+    after = random_usage(rng, keys, 500)
+    replayed = before[:200]  # a producer's spool re-sends some old events after the reset
+    await emit(configured, replayed + after)
+    async with running_worker(configured, ("usage",)):
+        await wait_for_rows(configured.database_url, COUNT, 3500)
+        await wait_for_rows(configured.database_url,
+                            "SELECT sum(next_offset) FROM projection_checkpoints", 700)
+    assert await summaries(configured.database_url) == ground_truth(before + after)
+
+
+async def test_postgres_restart_while_the_worker_runs(
+    settings: Settings, servers: Servers
+) -> None:
+    if servers.postgres is None:
+        pytest.skip("needs the embedded PostgreSQL, which the test can restart")
+    rng = random.Random(9)
+    keys = [uuid.uuid4() for _ in range(10)]
+    events = random_usage(rng, keys, 6000)
+    assert settings.database_url
+    async with running_worker(settings, ("usage",)) as worker:
+        await emit(settings, events[:2000])
+        await wait_for_rows(settings.database_url, COUNT, 2000)
+        await asyncio.to_thread(servers.postgres.stop, "immediate")  # a crash, not a shutdown
+        await emit(settings, events[2000:])
+        await asyncio.sleep(2)
+        await asyncio.to_thread(servers.postgres.start)
+        await wait_for_rows(settings.database_url, COUNT, 6000, timeout=60)
+        retries = sum(r.metrics.db_retries.labels("usage")._value.get() for r in worker.runners)
+    assert retries >= 1
+    assert await summaries(settings.database_url) == ground_truth(events)
