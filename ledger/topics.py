@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -33,12 +34,11 @@ async def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> list[
         missing = [spec for spec in specs if spec.name not in existing]
         if not missing:
             return []
-        try:
+        # Another runner may create one between list and create; that is fine.
+        with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(
                 [NewTopic(spec.name, spec.partitions, 1) for spec in missing]
             )
-        except TopicAlreadyExistsError:
-            pass  # another runner created it between list and create
         return [spec.name for spec in missing]
     finally:
         await admin.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ledger.cli import dev, schema_cmd
+from ledger.cli import catalog_cmd, demo_cmd, dev, keys_cmd, project, schema_cmd
 
 app = typer.Typer(
     name="ledger",
@@ -16,3 +16,7 @@ app = typer.Typer(
 app.add_typer(dev.app, name="dev")
 dev.register(app)
 schema_cmd.register(app)
+project.register(app)
+catalog_cmd.register(app)
+keys_cmd.register(app)
+demo_cmd.register(app)

@@ -24,3 +24,12 @@ def database_url() -> str:
 
 def kafka_bootstrap_servers() -> str:
     return stack().kafka_bootstrap_servers
+
+
+def resolved_settings() -> Settings:
+    """Settings with DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS filled from the dev stack."""
+    dev = stack()
+    return settings().model_copy(update={
+        "database_url": dev.database_url,
+        "kafka_bootstrap_servers": dev.kafka_bootstrap_servers,
+    })

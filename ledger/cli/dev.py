@@ -13,7 +13,9 @@ from ledger.cli import context
 from ledger.migrate import Migrator
 from ledger.topics import describe_topics, ensure_topics, topic_specs
 
-app = typer.Typer(help="The embedded dev stack (PostgreSQL 18 + Tansu broker).", no_args_is_help=True)
+app = typer.Typer(
+    help="The embedded dev stack (PostgreSQL 18 + Tansu broker).", no_args_is_help=True
+)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 console = Console()
 
@@ -100,8 +102,8 @@ async def _status() -> None:
     for column in ("version", "name", "applied_at", "checksum"):
         migration_table.add_column(column)
     for m in migrations:
-        migration_table.add_row(f"{m.version:04d}", m.name, m.applied_at.isoformat(timespec="seconds"),
-                                m.checksum[:12])
+        applied_at = m.applied_at.isoformat(timespec="seconds")
+        migration_table.add_row(f"{m.version:04d}", m.name, applied_at, m.checksum[:12])
     console.print(migration_table)
     for note in state.notes:
         console.print(note)

@@ -6,6 +6,7 @@ InitProducerId, so nothing here may rely on idempotent or transactional producer
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -97,7 +98,5 @@ class EmbeddedBroker:
 
 def _reap(pid: int) -> None:
     """Collect the exit status when the broker is our own child, so it does not linger."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

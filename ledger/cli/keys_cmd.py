@@ -1,0 +1,204 @@
+"""``ledger keys create | revoke | list | show`` and ``ledger usage report``."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ledger.cli import context
+from ledger.keys import generate_key, hash_key
+from ledger.producer import LedgerProducer
+from readmodels import ApiKey, ReadModels
+from readmodels.reports import GroupBy, spend_report
+
+keys_app = typer.Typer(help="API keys: only their SHA-256 hash is ever stored.",
+                       no_args_is_help=True)
+usage_app = typer.Typer(help="Usage and spend, read from the monthly summaries.",
+                        no_args_is_help=True)
+console = Console()
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(keys_app, name="keys")
+    root.add_typer(usage_app, name="usage")
+
+
+def _parse_expiry(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"--expires takes YYYY-MM-DD or an ISO time, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@keys_app.command("create")
+def create(
+    name: str = typer.Option(..., help="a name people recognise"),
+    owner: str | None = typer.Option(None),
+    models: str | None = typer.Option(None, help="allowed models, comma separated (default all)"),
+    budget: Decimal | None = typer.Option(None, help="monthly budget in USD"),
+    expires: str | None = typer.Option(None, help="YYYY-MM-DD or ISO time (UTC if no zone)"),
+) -> None:
+    """Create a key and print its plaintext ONCE; only its hash is stored."""
+    plaintext = generate_key()
+    allowed = [m.strip() for m in models.split(",") if m.strip()] if models else []
+    expires_at = _parse_expiry(expires)
+
+    async def emit() -> UUID:
+        async with LedgerProducer.from_settings(context.resolved_settings(),
+                                                source="ledger-cli") as p:
+            event = p.events.create_key(name=name, key_hash=hash_key(plaintext), owner=owner,
+                                        allowed_models=allowed, max_budget_usd=budget,
+                                        expires_at=expires_at)
+            await p.emit_and_wait(event)
+            return event.api_key_id
+
+    key_id = asyncio.run(emit())
+    console.print(f"key id:  {key_id}")
+    console.print(f"api key: {plaintext}")
+    console.print("[bold]Store the api key now: it is not kept and cannot be shown again.[/]")
+
+
+@keys_app.command("revoke")
+def revoke(key_id: UUID, reason: str | None = typer.Option(None)) -> None:
+    """Revoke a key for good; every read model refuses it once the projector applied it."""
+    async def emit() -> None:
+        async with LedgerProducer.from_settings(context.resolved_settings(),
+                                                source="ledger-cli") as p:
+            await p.emit_and_wait(p.events.revoke_key(api_key_id=key_id, reason=reason))
+
+    asyncio.run(emit())
+    console.print(f"revocation of {key_id} emitted")
+
+
+def _state(key: ApiKey) -> str:
+    if key.revoked:
+        return "revoked"
+    if not key.enabled:
+        return "disabled"
+    if key.expired(datetime.now(UTC)):
+        return "expired"
+    return "active"
+
+
+@keys_app.command("list")
+def list_keys(
+    owner: str | None = typer.Option(None),
+    limit: int = typer.Option(50, min=1, max=1000),
+    after: UUID | None = typer.Option(None, help="continue after this key id"),
+) -> None:
+    """Keys ordered by id, a page at a time."""
+    async def load() -> tuple[list[ApiKey], UUID | None]:
+        async with ReadModels.open(context.database_url()) as rm:
+            page = await rm.keys.list(owner=owner, after=after, limit=limit)
+            return list(page.items), page.next_after
+
+    items, next_after = asyncio.run(load())
+    table = Table(title="api keys")
+    for column in ("id", "name", "owner", "state", "budget USD", "models", "expires"):
+        table.add_column(column, overflow="fold")
+    for key in items:
+        table.add_row(str(key.id), key.name, key.owner or "", _state(key),
+                      str(key.max_budget_usd or ""), ",".join(sorted(key.allowed_models)) or "*",
+                      key.expires_at.isoformat(timespec="minutes") if key.expires_at else "")
+    console.print(table)
+    if next_after:
+        console.print(f"more: --after {next_after}")
+
+
+@keys_app.command("show")
+def show(key_id: UUID) -> None:
+    """One key with its metadata and month-to-date spend."""
+    async def load() -> tuple[ApiKey | None, Decimal]:
+        async with ReadModels.open(context.database_url()) as rm:
+            key = await rm.keys.get(key_id)
+            spend = await rm.usage.month_to_date_spend(key_id) if key else Decimal(0)
+            return key, spend
+
+    key, spend = asyncio.run(load())
+    if key is None:
+        console.print(f"no key {key_id}")
+        raise typer.Exit(1)
+    budget = "none" if key.max_budget_usd is None else f"{key.max_budget_usd}"
+    console.print(f"id:              {key.id}\nname:            {key.name}\n"
+                  f"owner:           {key.owner or ''}\nstate:           {_state(key)}\n"
+                  f"allowed models:  {', '.join(sorted(key.allowed_models)) or 'all'}\n"
+                  f"budget USD:      {budget}\n"
+                  f"expires:         {key.expires_at or 'never'}\n"
+                  f"created:         {key.created_at}\n"
+                  f"month-to-date:   {spend} USD")
+    for name, value in sorted(key.metadata.items()):
+        console.print(f"metadata {name} = {value}")
+
+
+def _month(text: str | None) -> date:
+    if text is None:
+        today = datetime.now(UTC).date()
+        return today.replace(day=1)
+    try:
+        return datetime.strptime(text, "%Y-%m").date()
+    except ValueError:
+        raise typer.BadParameter(f"--month takes YYYY-MM, got {text!r}") from None
+
+
+@usage_app.command("report")
+def report(
+    month: str | None = typer.Option(None, help="YYYY-MM (default: the current month)"),
+    key: UUID | None = typer.Option(None, help="only this key"),
+    by: str = typer.Option("key", help="key, model or provider"),
+    top: int | None = typer.Option(None, min=1, help="only the N most expensive rows"),
+    format_: str = typer.Option("table", "--format", help="table, csv or json"),
+) -> None:
+    """Spend for a month grouped by key, model or provider, most expensive first."""
+    if by not in ("key", "model", "provider"):
+        raise typer.BadParameter(f"--by takes key, model or provider, got {by!r}")
+    if format_ not in ("table", "csv", "json"):
+        raise typer.BadParameter(f"--format takes table, csv or json, got {format_!r}")
+    first = _month(month)
+    group: GroupBy = by  # type: ignore[assignment]
+
+    async def load() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(context.database_url())
+        try:
+            rows = await spend_report(conn, month=first, by=group, key_id=key, top=top)
+        finally:
+            await conn.close()
+        return [{by: r.label, **({"name": r.name} if by == "key" else {}),
+                 "requests": r.requests, "errors": r.errors, "prompt_tokens": r.prompt_tokens,
+                 "completion_tokens": r.completion_tokens, "cost_usd": str(r.cost_usd),
+                 "unpriced_requests": r.unpriced_requests} for r in rows]
+
+    rows = asyncio.run(load())
+    if format_ == "json":
+        typer.echo(json.dumps({"month": first.strftime("%Y-%m"), "by": by, "rows": rows},
+                              indent=2))
+        return
+    columns = list(rows[0]) if rows else [by, "requests", "cost_usd"]
+    if format_ == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        typer.echo(out.getvalue(), nl=False)
+        return
+    table = Table(title=f"spend {first:%Y-%m} by {by}")
+    for column in columns:
+        table.add_column(column, overflow="fold",
+                         justify="left" if column in (by, "name") else "right")
+    for row in rows:
+        table.add_row(*(str(row[c]) if row[c] is not None else "" for c in columns))
+    console.print(table)

@@ -1,0 +1,15 @@
+"""``ledger demo``: the whole ledger working from one command."""
+
+from ledger.demo.report import Reconciliation, print_report, reconcile
+from ledger.demo.runner import DemoResult, DemoRunner
+from ledger.demo.traffic import TrafficGenerator, popular_chat_models
+
+__all__ = [
+    "DemoResult",
+    "DemoRunner",
+    "Reconciliation",
+    "TrafficGenerator",
+    "popular_chat_models",
+    "print_report",
+    "reconcile",
+]

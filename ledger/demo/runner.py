@@ -1,0 +1,248 @@
+"""DemoRunner: the whole ledger from one command, on the embedded stack or configured servers.
+
+1. Bring up the embedded stack unless servers are configured; migrate; ensure the topics.
+2. Import the packaged catalog (prices valid from the start of the demo's three months).
+3. Start two ``ledger project`` worker processes.
+4. Create the keys, then emit usage (with ~1% re-sent duplicates), a few hundred poison
+   messages straight to the topic, and a few revocations half-way; a gateway-like reader
+   calls ``authorize`` as traffic flows. Live progress: emitted, projected, lag.
+5. Wait until the workers have applied everything, stop them, and report (see report.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from ledger.catalog import load_snapshot
+from ledger.catalog.importer import CatalogImporter
+from ledger.demo.traffic import DemoKey, TrafficGenerator
+from ledger.devstack import DevStack
+from ledger.migrate import Migrator
+from ledger.producer import LedgerProducer
+from ledger.settings import Settings
+from ledger.topics import ensure_topics, topic_specs
+from readmodels import CacheStats, ReadModels
+
+WORKERS = 2
+REVOKED_KEYS = 5
+
+
+@dataclass
+class DemoResult:
+    keys: list[DemoKey]
+    revoked: list[DemoKey]
+    generator: TrafficGenerator
+    emitted_messages: int
+    duplicates: int
+    poison: int
+    started_at: datetime
+    emit_seconds: float
+    total_seconds: float
+    authorize_calls: int = 0
+    project_seconds: float = 0.0  # from the first usage event emitted to the last projected
+    cache_stats: dict[str, CacheStats] = field(default_factory=dict)
+    worker_logs: list[Path] = field(default_factory=list)
+
+
+class DemoRunner:
+    def __init__(self, settings: Settings, *, events: int, keys: int, seed: int,
+                 console: Console) -> None:
+        self.stack = DevStack(settings)
+        # The stack decides what it manages from the raw settings; the rest needs the URLs.
+        self.settings = settings.model_copy(update={
+            "database_url": self.stack.database_url,
+            "kafka_bootstrap_servers": self.stack.kafka_bootstrap_servers,
+        })
+        self.events, self.key_count, self.seed = events, keys, seed
+        self.console = console
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.authorize_calls = 0
+
+    @property
+    def dsn(self) -> str:
+        return self.stack.database_url
+
+    async def prepare(self) -> None:
+        self.stack.up()
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await Migrator(conn).migrate()
+        finally:
+            await conn.close()
+        await ensure_topics(self.stack.kafka_bootstrap_servers, topic_specs(self.settings))
+
+    def start_workers(self) -> list[Path]:
+        env = dict(os.environ, DATABASE_URL=self.dsn,
+                   KAFKA_BOOTSTRAP_SERVERS=self.stack.kafka_bootstrap_servers)
+        logs = []
+        home = self.settings.ledger_home
+        home.mkdir(parents=True, exist_ok=True)
+        for index in range(WORKERS):
+            log = home / f"demo-worker-{index}.log"
+            with log.open("ab") as out:
+                self.workers.append(subprocess.Popen(
+                    [sys.executable, "-m", "ledger", "project", "--log-level", "WARNING"],
+                    env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL))
+            logs.append(log)
+        return logs
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+    async def run(self) -> DemoResult:
+        started = time.perf_counter()
+        started_at = datetime.now(UTC)
+        self.console.print("[bold]1/5[/] embedded stack, migrations, topics")
+        await self.prepare()
+        generator = TrafficGenerator(self.seed, load_snapshot())
+        self.console.print("[bold]2/5[/] importing the model catalog")
+        importer = CatalogImporter(self.settings, dsn=self.dsn,
+                                   bootstrap_servers=self.stack.kafka_bootstrap_servers)
+        summary = await importer.run(generator.price_map, source="packaged snapshot",
+                                     valid_from=generator.window_start)
+        self.console.print("    " + ", ".join(f"{k} {v}" for k, v in summary.counts().items()))
+        self.console.print(f"[bold]3/5[/] starting {WORKERS} projector worker processes")
+        logs = self.start_workers()
+        try:
+            await importer.wait_until_projected(summary, timeout_s=300)
+            result = await self._traffic(generator, started_at)
+        finally:
+            self.stop_workers()
+        result.worker_logs = logs
+        result.total_seconds = time.perf_counter() - started
+        return result
+
+    async def _traffic(self, generator: TrafficGenerator, started_at: datetime) -> DemoResult:
+        keys = generator.keys(self.key_count)
+        revoke_at = self.events // 2
+        revoked = generator.rng.sample(keys, min(REVOKED_KEYS, len(keys)))
+        duplicates = poison = 0
+        self.console.print(f"[bold]4/5[/] {len(keys):,} keys, {self.events:,} usage events")
+        baseline = await self._projected()
+        emit_started = time.perf_counter()
+        async with LedgerProducer.from_settings(self.settings, source="ledger-demo") as producer, \
+                ReadModels.open(self.settings) as rm:
+            for key in keys:
+                await producer.emit(key.event)
+            await producer.flush()
+            await self._wait_keys(keys, revoked=False)  # a gateway hands out keys once live
+            progress, emitted_bar, projected_bar = self._progress()
+            with progress:
+                last_event = None
+                for index, event in enumerate(generator.usage(keys, self.events)):
+                    await producer.emit(event)
+                    last_event = event
+                    if generator.rng.random() < 0.01:
+                        await producer.emit(event)  # a gateway retry: the same event again
+                        duplicates += 1
+                    if index == revoke_at:
+                        for key in revoked:
+                            await producer.emit(producer.events.revoke_key(
+                                api_key_id=key.id, reason="demo: leaked"))
+                    if index % 20 == 0:  # the gateway's hot path, on a sample of requests
+                        key = generator.rng.choice(keys[:200])
+                        await rm.keys.authorize(key.plaintext, event.model)
+                        self.authorize_calls += 1
+                    if index % 500 == 0:
+                        await asyncio.sleep(0)  # emit rarely yields; let the listener run
+                    if index % 2000 == 0:
+                        progress.update(emitted_bar, completed=index + 1)
+                        await self._show_projected(progress, projected_bar, baseline,
+                                                   index + 1 + duplicates)
+                assert last_event is not None
+                poison = max(100, min(500, self.events // 2000))
+                await self._send_poison(generator.poison(last_event, poison), last_event)
+                await producer.flush()
+                progress.update(emitted_bar, completed=self.events)
+                emit_seconds = time.perf_counter() - emit_started
+                total = self.events + duplicates + poison
+                while await self._show_projected(progress, projected_bar, baseline, total) < total:
+                    if all(w.poll() is not None for w in self.workers):
+                        raise RuntimeError("every projector worker exited; see .ledger/*.log")
+                    await asyncio.sleep(0.3)
+                project_seconds = time.perf_counter() - emit_started
+            await self._wait_keys(revoked, revoked=True)
+            caches = dict(rm.stats().caches)
+        return DemoResult(keys, revoked, generator, total, duplicates, poison, started_at,
+                          emit_seconds, 0.0, self.authorize_calls, project_seconds, caches)
+
+    def _progress(self) -> tuple[Progress, TaskID, TaskID]:
+        progress = Progress(TextColumn("{task.description:<10}"), BarColumn(),
+                            MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                            TimeElapsedColumn(), console=self.console)
+        emitted = progress.add_task("emitted", total=self.events, note="")
+        projected = progress.add_task("projected", total=self.events, note="lag ?")
+        return progress, emitted, projected
+
+    async def _projected(self) -> int:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            value = await conn.fetchval(
+                "SELECT coalesce(sum(next_offset), 0) FROM projection_checkpoints "
+                "WHERE projection = 'usage' AND topic = $1", self.settings.topic_usage)
+            return int(value)
+        finally:
+            await conn.close()
+
+    async def _show_projected(self, progress: Progress, bar: TaskID, baseline: int,
+                              emitted: int) -> int:
+        done = await self._projected() - baseline
+        progress.update(bar, completed=min(done, emitted), total=max(emitted, self.events),
+                        note=f"lag {max(emitted - done, 0):,}")
+        return done
+
+    async def _send_poison(self, bodies: list[bytes], template: object) -> None:
+        """Poison goes straight to the topic, as a broken gateway in another language would."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.stack.kafka_bootstrap_servers)
+        await producer.start()
+        try:
+            key = str(getattr(template, "api_key_id", "poison")).encode()
+            for body in bodies:
+                await producer.send(self.settings.topic_usage, body, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def _wait_keys(self, keys: list[DemoKey], *, revoked: bool) -> None:
+        """Wait until the keys projection has the keys (or their revocations)."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            ids = [key.id for key in keys]
+            for _ in range(1200):
+                done = await conn.fetchval(
+                    "SELECT count(*) FROM api_keys WHERE id = ANY($1::uuid[]) "
+                    "AND (NOT $2 OR revoked_at IS NOT NULL)", ids, revoked)
+                if done == len(ids):
+                    return
+                await asyncio.sleep(0.1)
+            raise RuntimeError("the keys projection did not catch up in 120s; see `ledger status`")
+        finally:
+            await conn.close()
