@@ -14,9 +14,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/ledger dev up
-	$(BIN)/ledger migrate
-	$(BIN)/ledger dev status
+	$(BIN)/ledger demo
 
 lint: install
 	$(BIN)/ruff check ledger projections readmodels tests bench tools

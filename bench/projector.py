@@ -9,9 +9,10 @@ and measures, in one run:
   committed batch to the last: Kafka -> decode -> COPY -> dedup -> summaries -> commit.
 * ``baseline``: the repository pattern a gateway would write first, one transaction per event
   with an INSERT and a summary UPSERT, on the same server; and the ratio.
-* ``lag``: a fixed offered load (events/s) for a while; the lag of each event is from its
-  emission to the moment the projector's post-commit notification reaches a listener, i.e.
-  when it is queryable. Each event has its own api key so its notification names it.
+* ``lag``: a fixed offered load (events/s) for a while, the worker in its own process; the
+  lag of each event is from its emission to the moment the projector's post-commit
+  notification reaches a listener, i.e. when it is queryable. Each event has its own api key
+  so its notification names it.
 
 Prints JSON (for bench/run_all.py) and a markdown table.
 """
@@ -20,8 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
+import random
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,10 +104,13 @@ def settings_for(s: Stack, dsn: str) -> Settings:
                     topic_catalog=f"bench-catalog-{suffix}", consumer_group=f"bench-{suffix}")
 
 
+MODELS = tuple(f"model-{m:02d}" for m in range(50))
+
+
 def usage(i: int, key: uuid.UUID, when: datetime) -> UsageRecorded:
     return UsageRecorded(
         event_id=uuid.uuid4(), occurred_at=when, source="bench", request_id=f"r{i}",
-        api_key_id=key, model=("gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet")[i % 3],
+        api_key_id=key, model=MODELS[(i * 31) % 50 if i % 4 else 0],
         provider="openai", prompt_tokens=100 + i % 900, completion_tokens=20 + i % 300,
         status="success", cost_usd=Decimal(i % 997) / Decimal(10**6))
 
@@ -114,15 +122,33 @@ async def produce(settings: Settings, events: list[UsageRecorded]) -> None:
         await producer.flush()
 
 
+def gateway_traffic(n: int) -> list[UsageRecorded]:
+    """Zipf over 1,000 keys within the last hour (the current month), as it arrives live,
+    plus 1% re-sent duplicates; a uniform spread over three months would make nearly every
+    event its own summary row."""
+    rng = random.Random(1)
+    keys = [uuid.uuid4() for _ in range(1000)]
+    weights = list(itertools.accumulate(1 / rank ** 1.1 for rank in range(1, 1001)))
+    now = datetime.now(UTC)
+    events = [usage(i, rng.choices(keys, cum_weights=weights)[0],
+                    now - timedelta(seconds=rng.randrange(3600))) for i in range(n)]
+    return events + events[: n // 100]
+
+
+async def check_totals(dsn: str, n: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    rows = await conn.fetchval("SELECT count(*) FROM usage_records")
+    summed = await conn.fetchval("SELECT sum(requests) FROM monthly_usage_summaries")
+    await conn.close()
+    assert rows == n and summed == n, (rows, summed, n)
+
+
 async def sustained(s: Stack, n: int) -> dict[str, Any]:
+    """One worker in this process, the topic already full."""
     async with scratch_db(s.dsn) as dsn:
         settings = settings_for(s, dsn)
         await ensure_topics(s.bootstrap, topic_specs(settings))
-        keys = [uuid.uuid4() for _ in range(1000)]
-        base = datetime(2026, 9, 1, tzinfo=UTC)
-        events = [usage(i, keys[(i * 7919) % 1000], base + timedelta(seconds=i * 37 % 7_776_000))
-                  for i in range(n)]
-        events += events[: n // 100]  # 1% re-sent duplicates
+        events = gateway_traffic(n)
         await produce(settings, events)
         runner = ProjectionRunner(make_projection("usage"), settings, dsn=dsn,
                                   bootstrap_servers=s.bootstrap, max_records=10_000)
@@ -136,13 +162,52 @@ async def sustained(s: Stack, n: int) -> dict[str, Any]:
         elapsed = time.perf_counter() - started
         stop.set()
         await task
-        conn = await asyncpg.connect(dsn)
-        rows = await conn.fetchval("SELECT count(*) FROM usage_records")
-        summed = await conn.fetchval("SELECT sum(requests) FROM monthly_usage_summaries")
-        await conn.close()
-        assert rows == n and summed == n, (rows, summed, n)
+        await check_totals(dsn, n)
         return {"events": len(events), "unique": n,
                 "events_per_s": round((len(events) - first) / elapsed)}
+
+
+async def sustained_processes(s: Stack, n: int, workers: int) -> dict[str, Any]:
+    """``workers`` ``ledger project`` processes sharing the partitions."""
+    async with scratch_db(s.dsn) as dsn:
+        settings = settings_for(s, dsn)
+        await ensure_topics(s.bootstrap, topic_specs(settings))
+        events = gateway_traffic(n)
+        await produce(settings, events)
+        env = worker_env(settings, s, dsn)
+        conn = await asyncpg.connect(dsn)
+        procs = [start_worker(env) for _ in range(workers)]
+        try:
+            applied_sql = ("SELECT coalesce(sum(next_offset), 0)::bigint "
+                           "FROM projection_checkpoints WHERE projection = 'usage'")
+            while await conn.fetchval(applied_sql) == 0:
+                await asyncio.sleep(0.01)
+            started, first = time.perf_counter(), await conn.fetchval(applied_sql)
+            while (done := await conn.fetchval(applied_sql)) < len(events):
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - started
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.wait(60)
+            await conn.close()
+        await check_totals(dsn, n)
+        return {"events": len(events), "workers": workers,
+                "events_per_s": round((done - first) / elapsed)}
+
+
+def worker_env(settings: Settings, s: Stack, dsn: str) -> dict[str, str]:
+    return dict(os.environ, DATABASE_URL=dsn, KAFKA_BOOTSTRAP_SERVERS=s.bootstrap,
+                TOPIC_USAGE=settings.topic_usage, TOPIC_KEYS=settings.topic_keys,
+                TOPIC_CATALOG=settings.topic_catalog, CONSUMER_GROUP=settings.consumer_group)
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ledger", "project", "--projection", "usage",
+         "--log-level", "WARNING"], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 
 async def baseline(s: Stack, n: int) -> dict[str, Any]:
@@ -181,6 +246,7 @@ async def baseline(s: Stack, n: int) -> dict[str, Any]:
 
 
 async def lag(s: Stack, rate: int, seconds: float) -> dict[str, Any]:
+    """The worker runs in its own process (``ledger project``), as in production."""
     async with scratch_db(s.dsn) as dsn:
         settings = settings_for(s, dsn)
         await ensure_topics(s.bootstrap, topic_specs(settings))
@@ -194,36 +260,36 @@ async def lag(s: Stack, rate: int, seconds: float) -> dict[str, Any]:
                 seen.setdefault(key_id, now)
 
         await listener.add_listener(CHANNEL, on_notify)
-        runner = ProjectionRunner(make_projection("usage"), settings, dsn=dsn,
-                                  bootstrap_servers=s.bootstrap, poll_timeout_ms=20)
-        stop = asyncio.Event()
-        task = asyncio.create_task(runner.run(stop))
-        async with LedgerProducer.from_settings(settings, linger_ms=2) as producer:
-            warm = usage(0, uuid.uuid4(), datetime.now(UTC))  # wait until the worker is live
-            await producer.emit_and_wait(warm)
-            while runner.applied == 0:
-                await asyncio.sleep(0.01)
-            total = int(rate * seconds)
-            tick = 0.01
-            per_tick = max(1, int(rate * tick))
-            started = time.perf_counter()
-            for i in range(0, total, per_tick):
-                target = started + i / rate
-                delay = target - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                for j in range(i, min(i + per_tick, total)):
-                    key = uuid.uuid4()
-                    emitted[str(key)] = time.perf_counter()
-                    await producer.emit(usage(j, key, datetime.now(UTC)))
-            offered = total / (time.perf_counter() - started)
-            await producer.flush()
-        deadline = time.perf_counter() + 30
-        while len(seen.keys() & emitted.keys()) < len(emitted) and time.perf_counter() < deadline:
-            await asyncio.sleep(0.05)
-        stop.set()
-        await task
-        await listener.close()
+        worker = start_worker(worker_env(settings, s, dsn))
+        try:
+            async with LedgerProducer.from_settings(settings, linger_ms=2) as producer:
+                warm = str(uuid.uuid4())  # wait until the worker is assigned and applying
+                emitted[warm] = time.perf_counter()
+                await producer.emit_and_wait(usage(0, uuid.UUID(warm), datetime.now(UTC)))
+                while warm not in seen:
+                    await asyncio.sleep(0.05)
+                del emitted[warm]
+                total = int(rate * seconds)
+                per_tick = max(1, rate // 100)  # emit in 10 ms ticks
+                started = time.perf_counter()
+                for i in range(0, total, per_tick):
+                    delay = started + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    for j in range(i, min(i + per_tick, total)):
+                        key = uuid.uuid4()
+                        emitted[str(key)] = time.perf_counter()
+                        await producer.emit(usage(j, key, datetime.now(UTC)))
+                offered = total / (time.perf_counter() - started)
+                await producer.flush()
+            deadline = time.perf_counter() + 60
+            while len(seen.keys() & emitted.keys()) < len(emitted) and \
+                    time.perf_counter() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+            await listener.close()
         lags = sorted((seen[k] - t) * 1000 for k, t in emitted.items() if k in seen)
         if not lags:
             raise SystemExit("no event became queryable")
@@ -243,6 +309,7 @@ async def main() -> None:
     args = parser.parse_args()
     async with stack() as s:
         result = {"sustained": await sustained(s, args.events),
+                  "sustained_2_processes": await sustained_processes(s, args.events, 2),
                   "baseline": await baseline(s, args.baseline),
                   "lag": await lag(s, args.rate, args.seconds)}
     result["ratio"] = round(result["sustained"]["events_per_s"]
@@ -252,6 +319,8 @@ async def main() -> None:
     print(f"| sustained projection (1 worker) | {result['sustained']['events_per_s']:,} events/s |")
     print(f"| naive baseline (1 tx per event) | {result['baseline']['events_per_s']:,} events/s |")
     print(f"| ratio | {result['ratio']}x |")
+    two = result["sustained_2_processes"]["events_per_s"]
+    print(f"| sustained projection (2 worker processes) | {two:,} events/s |")
     lag_ = result["lag"]
     print(f"| lag at {lag_['offered_per_s']:,} events/s offered | p50 {lag_['p50_ms']} ms, "
           f"p99 {lag_['p99_ms']} ms |")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -57,38 +58,37 @@ async def template_db(servers: Servers) -> str:
     return TEMPLATE_DB
 
 
-@pytest.fixture
-async def pg_dsn(servers: Servers, template_db: str) -> AsyncIterator[str]:
-    """DSN of a fresh, fully migrated database that only this test uses."""
+@asynccontextmanager
+async def _scratch_database(servers: Servers, template: str | None) -> AsyncIterator[str]:
     name = f"t_{uuid.uuid4().hex[:16]}"
     admin = await asyncpg.connect(servers.admin_dsn)
     try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+        await admin.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template
+                                                          else ""))
     finally:
         await admin.close()
-    yield _dsn_for(servers.admin_dsn, name)
-    admin = await asyncpg.connect(servers.admin_dsn)
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        yield _dsn_for(servers.admin_dsn, name)
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(servers.admin_dsn)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def pg_dsn(servers: Servers, template_db: str) -> AsyncIterator[str]:
+    """DSN of a fresh, fully migrated database that only this test uses."""
+    async with _scratch_database(servers, template_db) as dsn:
+        yield dsn
 
 
 @pytest.fixture
 async def empty_pg_dsn(servers: Servers) -> AsyncIterator[str]:
     """DSN of an empty database (no migrations applied) that only this test uses."""
-    name = f"e_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(servers.admin_dsn)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    yield _dsn_for(servers.admin_dsn, name)
-    admin = await asyncpg.connect(servers.admin_dsn)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    async with _scratch_database(servers, None) as dsn:
+        yield dsn
 
 
 @pytest.fixture

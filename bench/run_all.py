@@ -1,0 +1,156 @@
+"""Run the producer, projector and read-model benchmarks in one go; rewrite docs/benchmarks.md.
+
+    .venv/bin/python bench/run_all.py            # or: make bench
+
+Each benchmark runs as its own process against its own embedded servers (or DATABASE_URL /
+KAFKA_BOOTSTRAP_SERVERS when set). The page records the figures, the targets, the machine
+(cores, memory, CPU) and the date, and keeps each script's full output below the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "benchmarks.md"
+README = ROOT / "README.md"
+MARKERS = ("<!-- benchmark-table -->", "<!-- /benchmark-table -->")
+RUNS = {
+    "producer": ["bench/producer.py", "--events", "200000", "--repeat", "2"],
+    "projector": ["bench/projector.py", "--events", "200000", "--baseline", "10000",
+                  "--rate", "10000", "--seconds", "20"],
+    "readmodels": ["bench/readmodels.py", "--lookups", "1000000", "--trials", "200"],
+}
+
+
+def run(name: str, argv: list[str]) -> tuple[str, float]:
+    print(f"running {name}: {' '.join(argv)}", flush=True)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
+                          check=False, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout, time.perf_counter() - started
+
+
+def first_json(text: str) -> dict[str, Any]:
+    start = text.index("{")
+    decoded, _ = json.JSONDecoder().raw_decode(text[start:])
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def machine() -> str:
+    memory = "?"
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    cpu = platform.processor() or "?"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (f"{os.cpu_count()} cores ({cpu}), {memory} memory, Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def grab(pattern: str, text: str) -> str:
+    found = re.search(pattern, text)
+    return found.group(1) if found else "?"
+
+
+def summary(outputs: dict[str, str]) -> list[str]:
+    producer = first_json(outputs["producer"])["results"]
+    emit = [r for r in producer if r["phase"] == "emit"]
+    built = [r for r in producer if r["phase"] != "emit" and "spool" not in r["phase"]]
+    best = max(emit, key=lambda r: r["throughput_events_per_s"])
+    projector = first_json(outputs["projector"])
+    rm = outputs["readmodels"]
+    cached_rate = grab(r"cached get_by_hash: ([\d,]+) lookups/s", rm)
+    cached_p99 = grab(r"cached get_by_hash: .*?p99 ([\d.]+) us", rm)
+    uncached_p50 = grab(r"uncached get_by_hash: p50 (\d+) us", rm)
+    uncached_p99 = grab(r"uncached get_by_hash: .*?p99 (\d+) us", rm)
+    revoke_p50 = grab(r"revocation.*?p50 ([\d.]+) ms", rm)
+    revoke_p99 = grab(r"revocation.*?p99 ([\d.]+) ms", rm)
+    built_rate = f"{built[0]['throughput_events_per_s']:,}" if built else "?"
+    rows = [
+        ("producer: emit p50 / p99 (prebuilt events)",
+         f"{best['emit_p50_us']} / {best['emit_p99_us']} us", "p50 <= 20 us"),
+        ("producer: throughput, one process (prebuilt / built per call)",
+         f"{best['throughput_events_per_s']:,} / {built_rate} events/s",
+         ">= 50,000 events/s"),
+        ("projector: sustained, one worker (one process)",
+         f"{projector['sustained']['events_per_s']:,} events/s", ">= 50,000 events/s"),
+        ("projector: sustained, two worker processes",
+         f"{projector['sustained_2_processes']['events_per_s']:,} events/s",
+         ">= 50,000 events/s"),
+        ("projector: naive baseline (1 transaction per event) and ratio",
+         f"{projector['baseline']['events_per_s']:,} events/s; {projector['ratio']}x", "-"),
+        (f"projector: emit-to-queryable lag at {projector['lag']['offered_per_s']:,}/s offered",
+         f"p50 {projector['lag']['p50_ms']} ms, p99 {projector['lag']['p99_ms']} ms",
+         "p99 <= 1 s"),
+        ("read models: cached get_by_hash",
+         f"{cached_rate} lookups/s, p99 {cached_p99} us",
+         ">= 500,000/s, p99 <= 10 us"),
+        ("read models: uncached get_by_hash",
+         f"p50 {uncached_p50} us, p99 {uncached_p99} us", "-"),
+        ("read models: Zipf hit rate (2,000 keys, 500 models)",
+         grab(r"overall ([\d.]+%)", rm), ">= 99%"),
+        ("read models: revocation seen by another process",
+         f"p50 {revoke_p50} ms, p99 {revoke_p99} ms", "p99 <= 500 ms"),
+    ]
+    lines = ["| measure | measured | target |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return lines
+
+
+def main() -> None:
+    outputs: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    for name, argv in RUNS.items():
+        outputs[name], seconds[name] = run(name, argv)
+    today = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    page = [
+        "# Benchmarks",
+        "",
+        "Written by `bench/run_all.py` (`make bench`); do not edit by hand. Every figure below "
+        "comes from the one run recorded here; medians and ratios are from that run.",
+        "",
+        f"- date: {today}",
+        f"- machine: {machine()}",
+        "- servers: embedded PostgreSQL 18 and the embedded Tansu broker (memory storage), "
+        "started by each script on this machine",
+        "",
+        "## Summary",
+        "",
+        *summary(outputs),
+        "",
+    ]
+    for name, argv in RUNS.items():
+        page += [f"## {name}", "", f"`.venv/bin/python {' '.join(argv)}` "
+                 f"({seconds[name]:.0f} s)", "", "```", outputs[name].rstrip(), "```", ""]
+    PAGE.write_text("\n".join(page))
+    table = "\n".join([f"Measured {today} on {machine()}:", "", *summary(outputs)])
+    update_readme(table)
+    print(f"wrote {PAGE.relative_to(ROOT)} and the table in README.md")
+
+
+def update_readme(table: str) -> None:
+    """Replace what stands between the README's benchmark markers."""
+    text = README.read_text()
+    start, end = text.index(MARKERS[0]), text.index(MARKERS[1])
+    README.write_text(text[: start + len(MARKERS[0])] + "\n" + table + "\n" + text[end:])
+
+
+if __name__ == "__main__":
+    main()
