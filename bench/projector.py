@@ -174,7 +174,7 @@ async def sustained_processes(s: Stack, n: int, workers: int) -> dict[str, Any]:
         await ensure_topics(s.bootstrap, topic_specs(settings))
         events = gateway_traffic(n)
         await produce(settings, events)
-        env = worker_env(settings, s, dsn)
+        env = dict(os.environ, **settings.environment())
         conn = await asyncpg.connect(dsn)
         procs = [start_worker(env) for _ in range(workers)]
         try:
@@ -195,12 +195,6 @@ async def sustained_processes(s: Stack, n: int, workers: int) -> dict[str, Any]:
         await check_totals(dsn, n)
         return {"events": len(events), "workers": workers,
                 "events_per_s": round((done - first) / elapsed)}
-
-
-def worker_env(settings: Settings, s: Stack, dsn: str) -> dict[str, str]:
-    return dict(os.environ, DATABASE_URL=dsn, KAFKA_BOOTSTRAP_SERVERS=s.bootstrap,
-                TOPIC_USAGE=settings.topic_usage, TOPIC_KEYS=settings.topic_keys,
-                TOPIC_CATALOG=settings.topic_catalog, CONSUMER_GROUP=settings.consumer_group)
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -260,7 +254,7 @@ async def lag(s: Stack, rate: int, seconds: float) -> dict[str, Any]:
                 seen.setdefault(key_id, now)
 
         await listener.add_listener(CHANNEL, on_notify)
-        worker = start_worker(worker_env(settings, s, dsn))
+        worker = start_worker(dict(os.environ, **settings.environment()))
         try:
             async with LedgerProducer.from_settings(settings, linger_ms=2) as producer:
                 warm = str(uuid.uuid4())  # wait until the worker is assigned and applying

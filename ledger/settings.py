@@ -94,6 +94,17 @@ class Settings(BaseSettings):
     def pool_max_lifetime_seconds(self) -> float:
         return self.db_conn_max_lifetime.total_seconds()
 
+    def environment(self) -> dict[str, str]:
+        """These settings as environment variables, so a child process reads the same."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, timedelta):
+                value = f"{value.total_seconds()}s"
+            env[name.upper()] = str(value)
+        return env
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment; turn pydantic's error into one line naming the variable."""

@@ -92,8 +92,7 @@ class DemoRunner:
         await ensure_topics(self.stack.kafka_bootstrap_servers, topic_specs(self.settings))
 
     def start_workers(self) -> list[Path]:
-        env = dict(os.environ, DATABASE_URL=self.dsn,
-                   KAFKA_BOOTSTRAP_SERVERS=self.stack.kafka_bootstrap_servers)
+        env = dict(os.environ, **self.settings.environment())  # the workers see our settings
         logs = []
         home = self.settings.ledger_home
         home.mkdir(parents=True, exist_ok=True)

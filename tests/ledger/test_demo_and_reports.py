@@ -19,12 +19,7 @@ from ledger.settings import Settings
 
 
 def _env(settings: Settings, home: Path) -> dict[str, str]:
-    assert settings.database_url and settings.kafka_bootstrap_servers
-    return dict(os.environ, DATABASE_URL=settings.database_url,
-                KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-                TOPIC_USAGE=settings.topic_usage, TOPIC_KEYS=settings.topic_keys,
-                TOPIC_CATALOG=settings.topic_catalog, CONSUMER_GROUP=settings.consumer_group,
-                TOPIC_USAGE_PARTITIONS="4", LEDGER_HOME=str(home), COLUMNS="160")
+    return dict(os.environ, **settings.environment(), LEDGER_HOME=str(home), COLUMNS="160")
 
 
 def _ledger(

@@ -84,3 +84,13 @@ def test_cli_reports_bad_setting_in_one_line_without_traceback() -> None:
     assert len(lines) == 1, result.stderr
     assert "CACHE_MODEL_TTL" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_environment_round_trips_for_child_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Settings(database_url="postgresql://u@h/db", cache_api_key_ttl="300ms",
+                        topic_usage="gw.usage", kafka_bootstrap_servers="k:9092")
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in original.environment().items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == original

@@ -30,14 +30,7 @@ build = EventBuilder("test")
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    assert settings.database_url and settings.kafka_bootstrap_servers
-    env = dict(os.environ)
-    env.update(DATABASE_URL=settings.database_url,
-               KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-               TOPIC_USAGE=settings.topic_usage, TOPIC_KEYS=settings.topic_keys,
-               TOPIC_CATALOG=settings.topic_catalog, CONSUMER_GROUP=settings.consumer_group,
-               COLUMNS="200")
-    return env
+    return dict(os.environ, **settings.environment(), COLUMNS="200")
 
 
 def _ledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

@@ -33,23 +33,12 @@ from tests.servers import Servers
 COUNT = "SELECT count(*) FROM usage_records"
 
 
-def _worker_env(settings: Settings) -> dict[str, str]:
-    assert settings.database_url and settings.kafka_bootstrap_servers
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=settings.database_url,
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        TOPIC_USAGE=settings.topic_usage, TOPIC_KEYS=settings.topic_keys,
-        TOPIC_CATALOG=settings.topic_catalog, CONSUMER_GROUP=settings.consumer_group,
-    )
-    return env
-
-
 def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "ledger", "project", "--projection", "usage"],
-            env=_worker_env(settings), stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+            env=dict(os.environ, **settings.environment()), stdout=out, stderr=out,
+            stdin=subprocess.DEVNULL)
 
 
 async def test_kill_minus_nine_at_random_points_never_double_counts(
