@@ -19,7 +19,7 @@ from ledger.settings import Settings
 
 
 def _env(settings: Settings, home: Path) -> dict[str, str]:
-    return dict(os.environ, **settings.environment(), LEDGER_HOME=str(home), COLUMNS="160")
+    return {**os.environ, **settings.environment(), "LEDGER_HOME": str(home), "COLUMNS": "160"}
 
 
 def _ledger(

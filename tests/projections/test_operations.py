@@ -30,7 +30,7 @@ build = EventBuilder("test")
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    return dict(os.environ, **settings.environment(), COLUMNS="200")
+    return {**os.environ, **settings.environment(), "COLUMNS": "200"}
 
 
 def _ledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
