@@ -51,13 +51,13 @@ WITH fresh AS (
     SELECT event_id, occurred_at FROM usage_stage
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
+), claimed AS MATERIALIZED (
+    SELECT s.* FROM usage_stage s JOIN fresh f ON f.event_id = s.event_id
 ), inserted AS (
+    -- The claim above is the dedup; usage_records' own key can no longer conflict.
     INSERT INTO usage_records ({", ".join(_COLUMNS)})
-    SELECT {", ".join(f"s.{c}" if c != "metadata" else "s.metadata::jsonb" for c in _COLUMNS)}
-    FROM usage_stage s JOIN fresh f ON f.event_id = s.event_id
-    ON CONFLICT DO NOTHING
-    RETURNING api_key_id, model, provider, occurred_at, status, cost_usd, cost_source,
-              {", ".join(_COUNTERS)}
+    SELECT {", ".join(c if c != "metadata" else "metadata::jsonb" for c in _COLUMNS)}
+    FROM claimed
 ), summed AS (
     SELECT api_key_id, model,
            (date_trunc('month', occurred_at AT TIME ZONE 'UTC'))::date AS month,
@@ -69,7 +69,7 @@ WITH fresh AS (
            count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced_requests,
            min(occurred_at) AS first_occurred_at,
            max(occurred_at) AS last_occurred_at
-    FROM inserted
+    FROM claimed
     GROUP BY 1, 2, 3
 ), upserted AS (
     INSERT INTO monthly_usage_summaries AS s (
@@ -90,7 +90,7 @@ WITH fresh AS (
         updated_at = now()
     RETURNING api_key_id
 )
-SELECT (SELECT count(*) FROM inserted) AS inserted,
+SELECT (SELECT count(*) FROM claimed) AS inserted,
        (SELECT array_agg(DISTINCT api_key_id::text) FROM upserted) AS key_ids
 """
 
