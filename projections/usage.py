@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -153,21 +154,22 @@ class UsageProjection(Projection):
                     f"FOR VALUES {bounds}")
 
     async def apply(self, conn: asyncpg.Connection, batch: list[Envelope]) -> ApplyResult:
-        unique: dict[Any, Envelope] = {}  # first delivery of each event_id in the batch
+        unique: dict[UUID, tuple[Envelope, UsageRecorded]] = {}  # first delivery of each id
         for envelope in batch:
             event = envelope.event
-            assert isinstance(event, UsageRecorded)
-            unique.setdefault(event.event_id, envelope)
+            assert isinstance(event, UsageRecorded)  # the decoder only passes usage events
+            unique.setdefault(event.event_id, (envelope, event))
         if not unique:
             return ApplyResult(0, Invalidation(), [])
-        events = [e.event for e in unique.values()]
-        costs = await self._pricer.costs(conn, events)  # type: ignore[arg-type]
-        rows = [_row(e, cost) for e, cost in zip(events, costs, strict=True)]  # type: ignore[arg-type]
+        events = [event for _, event in unique.values()]
+        costs = await self._pricer.costs(conn, events)
+        rows = [_row(e, cost) for e, cost in zip(events, costs, strict=True)]
         try:
             async with conn.transaction():  # a savepoint: a data error must not abort the batch
                 inserted, key_ids = await self._copy_and_upsert(conn, rows)
         except asyncpg.DataError:
-            return await self._apply_one_by_one(conn, list(unique.values()), rows)
+            envelopes = [envelope for envelope, _ in unique.values()]
+            return await self._apply_one_by_one(conn, envelopes, rows)
         return ApplyResult(inserted, Invalidation(spend_key_ids=frozenset(key_ids)), [])
 
     async def _copy_and_upsert(

@@ -46,10 +46,11 @@ class ProjectorWorker:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
-                if task.exception() is not None:
+                failure = task.exception()
+                if failure is not None:
                     self.stop.set()  # one runner failed: stop the others cleanly, then raise
                     await asyncio.gather(*tasks, return_exceptions=True)
-                    raise task.exception()  # type: ignore[misc]
+                    raise failure
         finally:
             self.stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)

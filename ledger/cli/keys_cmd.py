@@ -8,7 +8,7 @@ import io
 import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import asyncpg
@@ -169,7 +169,7 @@ def report(
     if format_ not in ("table", "csv", "json"):
         raise typer.BadParameter(f"--format takes table, csv or json, got {format_!r}")
     first = _month(month)
-    group: GroupBy = by  # type: ignore[assignment]
+    group = cast(GroupBy, by)  # checked just above
 
     async def load() -> list[dict[str, Any]]:
         conn = await asyncpg.connect(context.database_url())
