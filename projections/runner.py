@@ -19,7 +19,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -93,7 +94,8 @@ class ProjectionRunner:
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in hand is finished and committed."""
-        await self._connect()
+        if not await _unless_stopped(self._connect(), stop):
+            return  # stopped while the database was still unreachable: nothing to finish
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap, group_id=self.group_id,
             client_id=self._client_id or f"ledger-{self.projection.name}",
@@ -338,6 +340,21 @@ class ProjectionRunner:
             if highwater is not None:
                 self.metrics.lag.labels(self.projection.name, tp.topic, str(tp.partition)).set(
                     max(highwater - position, 0))
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, object], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless ``stop`` is set first (then cancel it); True if it completed."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
 
 
 def _out_of_range(exc: OffsetOutOfRangeError) -> list[TopicPartition]:

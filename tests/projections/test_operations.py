@@ -108,3 +108,21 @@ async def test_status_and_metrics_of_a_running_worker(settings: Settings, tmp_pa
         worker.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(worker.wait, 60) == 0
         log.close()
+
+
+async def test_sigterm_stops_a_worker_whose_database_never_answered(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = {**_env(settings), "DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/x"}
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "ledger", "project"], env=env,
+                                  stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        await asyncio.sleep(3)  # retrying its connection with back-off
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert b"database unavailable" in (tmp_path / "worker.log").read_bytes()
