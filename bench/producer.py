@@ -32,12 +32,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
 from ledger.devstack import EmbeddedBroker
 from ledger.devstack.ports import free_port
 from ledger.events import Topics, UsageRecorded
 from ledger.producer import LedgerProducer
+from ledger.topics import TopicSpec, ensure_topics
 
 
 @contextmanager
@@ -57,14 +56,8 @@ def broker_for(bootstrap: str | None) -> Iterator[str]:
 async def fresh_topics(bootstrap: str, partitions: int) -> Topics:
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(f"bench-usage-{suffix}", f"bench-keys-{suffix}", f"bench-catalog-{suffix}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(name, partitions, 1) for name in (topics.usage, topics.keys, topics.catalog)]
-        )
-    finally:
-        await admin.close()
+    await ensure_topics(bootstrap, [TopicSpec(name, partitions)
+                                    for name in (topics.usage, topics.keys, topics.catalog)])
     return topics
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -280,13 +281,17 @@ class LedgerProducer:
         self._bound.release(count)
 
     def _fail(self, items: list[PendingItem], error: BaseException) -> None:
+        self._settle(items, lambda item: item.future.set_exception(error))
+
+    def _settle(self, items: list[PendingItem], resolve: Callable[[PendingItem], None]) -> None:
+        """Resolve each unsettled item once and give its place back to the pending bound."""
         resolved = 0
         for item in items:
             if not item.settled:
                 item.settled = True
                 resolved += 1
                 if not item.future.done():
-                    item.future.set_exception(error)
+                    resolve(item)
         self._release(resolved)
 
     def _enter_spooling(self) -> None:
@@ -370,14 +375,8 @@ class LedgerProducer:
             self._fail(items, ProducerError(f"spool write failed: {error}"))
             return
         self._enter_spooling()
-        resolved = 0
-        for item in items:
-            if not item.settled:
-                item.settled = True
-                resolved += 1
-                if not item.future.done():
-                    item.future.set_result(Delivery("spooled", item.record.topic))
-        self._release(resolved)
+        self._settle(items, lambda item: item.future.set_result(
+            Delivery("spooled", item.record.topic)))
 
     async def _resend_loop(self) -> None:
         assert self._spool is not None

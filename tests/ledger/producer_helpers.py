@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ledger.devstack import EmbeddedBroker
 from ledger.devstack.ports import free_port
 from ledger.events import Topics
+from ledger.topics import TopicSpec, ensure_topics
 
 
 def unique_topics() -> Topics:
@@ -24,14 +24,8 @@ def unique_topics() -> Topics:
 
 async def create_topics(bootstrap: str, topics: Topics, partitions: int = 3) -> None:
     """Create explicitly: auto-create is unreliable on the embedded broker."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(name, partitions, 1) for name in (topics.usage, topics.keys, topics.catalog)]
-        )
-    finally:
-        await admin.close()
+    await ensure_topics(bootstrap, [TopicSpec(name, partitions)
+                                    for name in (topics.usage, topics.keys, topics.catalog)])
 
 
 async def consume(
