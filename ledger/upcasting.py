@@ -74,7 +74,7 @@ def decode_slow_path(raw: bytes | str, fast_error: ValidationError) -> Event:
     """Classify a message the fast path rejected, upcasting it when it is merely old."""
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # bad UTF-8 or JSON, absurd nesting
         raise EventDecodeError(f"invalid JSON: {error}") from error
     if not isinstance(data, dict):
         raise EventDecodeError(f"an event must be a JSON object, got {type(data).__name__}")

@@ -51,6 +51,7 @@ from ledger.catalog.berriai import (
     providers_from_price_map,
 )
 from ledger.events import (
+    EARLIEST,
     EventBase,
     ModelAliasRemoved,
     ModelAliasSet,
@@ -152,9 +153,8 @@ def _wire_raw(event: ModelUpserted) -> dict[str, Any]:
 
 def wire_raw(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A price-map entry as ``models.raw`` will hold it after a ModelUpserted round trip."""
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    event = ModelUpserted(event_id=uuid.UUID(int=0), occurred_at=epoch, source=IMPORT_SOURCE,
-                          name="wire", raw=dict(entry), valid_from=epoch)
+    event = ModelUpserted(event_id=uuid.UUID(int=0), occurred_at=EARLIEST, source=IMPORT_SOURCE,
+                          name="wire", raw=dict(entry), valid_from=EARLIEST)
     return _wire_raw(event)
 
 
