@@ -10,6 +10,7 @@ from projections.exceptions import (
 )
 from projections.registry import PROJECTION_NAMES, make_projection
 from projections.runner import ProjectionRunner
+from projections.unreadable import install as _install_unreadable_guard
 from projections.worker import ProjectorWorker
 
 __all__ = [
@@ -27,3 +28,7 @@ __all__ = [
     "UnknownProjectionError",
     "make_projection",
 ]
+
+# Every consumer in a process that uses this package (workers, rebuild, status, replay)
+# turns a record batch it cannot decode into one dead letter instead of a stuck partition.
+_install_unreadable_guard()

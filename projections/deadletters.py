@@ -16,7 +16,7 @@ class RawMessage:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
+    headers: tuple[tuple[str, bytes | None], ...]  # Kafka allows a header without a value
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,13 @@ class DeadLetter:
     error: str
     created_at: datetime
     replayed_at: datetime | None
+
+
+def _text(value: str | bytes) -> str:
+    """Text PostgreSQL can store (no NUL, valid UTF-8), whatever a message carried."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value.replace("\x00", "\\x00")
 
 
 class DeadLetterRecorder:
@@ -50,8 +57,9 @@ class DeadLetterRecorder:
             'ON CONFLICT (projection, topic, partition, "offset") DO NOTHING',
             [
                 (self.projection, m.topic, m.partition, m.offset, m.key, m.value,
-                 json.dumps([[k, v.decode("utf-8", "replace")] for k, v in m.headers]),
-                 kind, error[:4000])
+                 json.dumps([[_text(k), None if v is None else _text(bytes(v))]
+                             for k, v in m.headers]),
+                 kind, _text(error)[:4000])
                 for m, kind, error in items
             ],
         )

@@ -13,6 +13,8 @@ from ledger.events import parse_event
 from ledger.exceptions import EventDecodeError
 from projections.base import Envelope
 from projections.deadletters import RawMessage
+from projections.logidentity import Anchor, record_digest
+from projections.unreadable import UnreadableBatch
 
 Poison = tuple[RawMessage, str, str]  # message, error kind, error text
 
@@ -26,6 +28,7 @@ class DecodedBatch:
     envelopes: list[Envelope] = field(default_factory=list)
     poison: list[Poison] = field(default_factory=list)
     records: int = 0
+    anchors: dict[TopicPartition, Anchor] = field(default_factory=dict)  # first record each
 
     def absorb(self, later: DecodedBatch) -> bool:
         """Append a later batch when its ranges continue ours; False if they do not."""
@@ -34,6 +37,8 @@ class DecodedBatch:
                 return False
         for tp, (start, end) in later.ranges.items():
             self.ranges[tp] = (self.ranges[tp][0], end) if tp in self.ranges else (start, end)
+        for tp, anchor in later.anchors.items():
+            self.anchors.setdefault(tp, anchor)
         self.envelopes.extend(later.envelopes)
         self.poison.extend(later.poison)
         self.records += later.records
@@ -54,6 +59,7 @@ def decode_batch(
         if not fresh:
             continue
         decoded.ranges[tp] = (held, fresh[-1].offset + 1)
+        decoded.anchors[tp] = Anchor(fresh[0].offset, record_digest(fresh[0]))
         fetched[tp] = fresh[-1].offset + 1
         decoded.records += len(fresh)
         _decode_records(family, fresh, decoded)
@@ -65,18 +71,33 @@ def _decode_records(
 ) -> None:
     for record in records:
         try:
-            event = parse_event(record.value)
-        except EventDecodeError as exc:
-            into.poison.append((_raw(record), getattr(exc, "reason", "invalid_event"), str(exc)))
-            continue
-        if event.topic_family != family:
-            into.poison.append((_raw(record), "wrong_topic",
-                                f"{event.type} does not belong on {record.topic}"))
-            continue
-        into.envelopes.append(Envelope(record.topic, record.partition, record.offset,
-                                       record.key, event, record.value))
+            _decode_one(family, record, into)
+        except Exception as exc:  # nothing one message holds may stop the partition
+            into.poison.append((_raw(record), "invalid_event", f"{type(exc).__name__}: {exc}"))
+
+
+def _decode_one(family: str, record: ConsumerRecord[Any, Any], into: DecodedBatch) -> None:
+    if isinstance(record.value, UnreadableBatch):
+        unreadable = record.value
+        into.poison.append((
+            RawMessage(record.topic, record.partition, unreadable.first_offset, None, None, ()),
+            "unreadable_batch", unreadable.describe(record.topic, record.partition)))
+        return
+    try:
+        event = parse_event(record.value)
+    except EventDecodeError as exc:
+        into.poison.append((_raw(record), getattr(exc, "reason", "invalid_event"), str(exc)))
+        return
+    if event.topic_family != family:
+        into.poison.append((_raw(record), "wrong_topic",
+                            f"{event.type} does not belong on {record.topic}"))
+        return
+    into.envelopes.append(Envelope(record.topic, record.partition, record.offset,
+                                   record.key, event, record.value))
 
 
 def _raw(record: ConsumerRecord[Any, Any]) -> RawMessage:
-    return RawMessage(record.topic, record.partition, record.offset, record.key, record.value,
+    value = record.value if isinstance(record.value, bytes) else None
+    key = record.key if isinstance(record.key, bytes) else None
+    return RawMessage(record.topic, record.partition, record.offset, key, value,
                       tuple(record.headers or ()))

@@ -28,6 +28,14 @@ class ProjectorMetrics:
             "ledger_projector_db_retries_total",
             "Reconnects and batch retries after database errors",
             ["projection"], registry=self.registry)
+        self.log_resets = Counter(
+            "ledger_projector_log_resets_total",
+            "Partitions replayed from the log start because the broker's log was replaced",
+            ["projection"], registry=self.registry)
+        self.broker_retries = Counter(
+            "ledger_projector_broker_retries_total",
+            "Attempts to reach the Kafka brokers that failed",
+            ["projection"], registry=self.registry)
         self.partitions_lost = Counter(
             "ledger_projector_partitions_lost_total",
             "Batches rolled back because another worker owned a partition",

@@ -50,16 +50,20 @@ class CatalogPricer:
 
     async def costs(
         self, conn: asyncpg.Connection, events: Sequence[UsageRecorded]
-    ) -> list[tuple[Decimal | None, str]]:
+    ) -> list[tuple[Decimal | None, str] | Exception]:
+        """(cost, source) per event, or the exception pricing that one event raised."""
         needed = sorted({e.model for e in events if e.cost_usd is None})
         history = await self._history(conn, needed) if needed else {}
-        result: list[tuple[Decimal | None, str]] = []
+        result: list[tuple[Decimal | None, str] | Exception] = []
         for event in events:
             if event.cost_usd is not None:
                 result.append((event.cost_usd, EMITTER))
                 continue
-            record = _valid_at(history.get(event.model, []), event.occurred_at)
-            result.append(_price(record, event) if record is not None else (None, UNPRICED))
+            try:
+                record = _valid_at(history.get(event.model, []), event.occurred_at)
+                result.append(_price(record, event) if record is not None else (None, UNPRICED))
+            except Exception as exc:  # one event's bad arithmetic must not fail the batch
+                result.append(exc)
         return result
 
     async def _history(

@@ -1,16 +1,26 @@
 """ProjectionRunner: one consumer-group member applying one projection, exactly once in effect.
 
 Two stages overlap so Python decodes the next batch while PostgreSQL applies this one: a
-fetch stage (poll Kafka, decode, detect broker resets) and a commit stage. The commit path:
+fetch stage (poll Kafka, decode, watch for a replaced log) and a commit stage. The commit
+path, marked ``# Step N.`` where each happens:
 1. Merge the decoded batches waiting in the queue (up to ``max_records``); undecodable
-   messages (bad JSON, schema violation, unknown type or version) are already dead letters.
+   messages (bad JSON, schema violation, unknown type or version, unreadable batch) are
+   already dead letters.
 2. Outside the transaction, let the projection prepare (e.g. create monthly partitions).
 3. In ONE PostgreSQL transaction: advance each partition's checkpoint, fenced on the offset
-   this worker holds; apply the events; record the dead letters; NOTIFY what changed.
+   this worker holds (and remember the log's anchor on its first batch); apply the events --
+   if the set-based apply fails for any reason but an outage, apply them one by one and
+   dead-letter the failing ones; record the dead letters; NOTIFY what changed.
 4. Commit. Zero rows from a fenced update means another worker owns the partition: roll back,
    re-read the checkpoints, seek. A database outage is retried with back-off, same batch.
 5. Only then commit the offsets to Kafka, so standard lag tools see progress.
 Every seek bumps a generation number, and batches decoded before it are dropped unapplied.
+
+A log that is not the one the checkpoints came from (broker reset, topic recreated) is found
+by its anchor record (projections.logidentity) on every assignment and every few seconds,
+and the partition is replayed from the new log's start; event_id dedup keeps totals right.
+On stop, the batch in hand gets ``STOP_GRACE_S`` to commit; a batch that cannot (database
+or broker away) is abandoned uncommitted and simply redone by the partition's next owner.
 """
 
 from __future__ import annotations
@@ -20,31 +30,30 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
-from ledger.invalidation import CHANNEL, encode
+from ledger.invalidation import CHANNEL, Invalidation, encode, merge
 from ledger.settings import Settings
-from projections.base import Envelope, Projection, lock_key
+from projections.base import ApplyResult, Envelope, Failure, Projection, lock_key
 from projections.checkpoints import CheckpointRecorder
 from projections.deadletters import DeadLetterRecorder, RawMessage
 from projections.decoding import DecodedBatch, decode_batch
 from projections.exceptions import PartitionLostError, RebalanceFailedError
+from projections.logidentity import Anchor, LogProbe, Verdict
 from projections.metrics import ProjectorMetrics
+from projections.outage import DB_OUTAGE, is_outage
 
 log = logging.getLogger("ledger.projector")
-_LEAVE_TIMEOUT_S = 15.0
-
-# Errors that mean "the database is away", not "this event is poison".
-DB_OUTAGE = (
-    OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
-    asyncio.TimeoutError,
-)
+_T = TypeVar("_T")
+STOP_GRACE_S = 10.0  # for the batch in hand, once stop is asked
+_LEAVE_TIMEOUT_S = 5.0
+_KAFKA_COMMIT_TIMEOUT_S = 5.0
+_LOG_CHECK_INTERVAL_S = 5.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -82,6 +91,7 @@ class ProjectionRunner:
         self._checkpoints = CheckpointRecorder(projection.name)
         self._dead_letters = DeadLetterRecorder(projection.name)
         self.positions: dict[TopicPartition, int] = {}  # checkpoint held per partition
+        self.anchors: dict[TopicPartition, Anchor | None] = {}  # each held log's identity
         self._fetched: dict[TopicPartition, int] = {}  # next offset to decode per partition
         self._generation = 0  # bumped by every seek; older decoded batches are dropped
         self._ready: asyncio.Queue[DecodedBatch] = asyncio.Queue(maxsize=2)
@@ -90,32 +100,56 @@ class ProjectionRunner:
         self._db_lock = asyncio.Lock()  # one user of the connection at a time
         self._conn: asyncpg.Connection | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        self._probe = LogProbe(bootstrap_servers)
+        self._stop = asyncio.Event()
+        self._next_log_check = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; the batch in hand is finished and committed."""
+        """Consume until ``stop`` is set; the batch in hand gets STOP_GRACE_S to commit."""
+        self._stop = stop
         if not await _unless_stopped(self._connect(), stop):
             return  # stopped while the database was still unreachable: nothing to finish
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=self.group_id,
-            client_id=self._client_id or f"ledger-{self.projection.name}",
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
-        self._consumer = consumer
-        consumer.subscribe([self.topic], listener=_Rebalance(self))
-        await consumer.start()
+        consumer = await _unless_stopped_value(self._start_consumer(), stop)
+        if consumer is None:
+            await self._close_db()
+            return  # stopped while the brokers were still unreachable
         fetching = asyncio.create_task(self._fetch_stage(stop), name="fetch")
+        committing = asyncio.create_task(self._commit_stage(fetching), name="commit")
         try:
-            await self._commit_stage(stop, fetching)
+            await _finish_within_grace(committing, stop, self.projection.name)
         finally:
             fetching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fetching
             await self._leave(consumer)
-            if self._conn is not None:
-                await self._conn.close()
+            await self._probe.close()
+            await self._close_db()
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
+        """Join the group, waiting (with back-off) for brokers that are not up yet."""
+        delay = 0.5
+        while True:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap, group_id=self.group_id,
+                client_id=self._client_id or f"ledger-{self.projection.name}",
+                enable_auto_commit=False, auto_offset_reset="earliest",
+                session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+            )
+            self._consumer = consumer
+            consumer.subscribe([self.topic], listener=_Rebalance(self))
+            try:
+                await consumer.start()
+                return consumer
+            except KafkaError as exc:
+                self.metrics.broker_retries.labels(self.projection.name).inc()
+                log.warning("%s: Kafka brokers %s unavailable (%s); retrying in %.1fs",
+                            self.projection.name, self._bootstrap, exc, delay)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(consumer.stop(), timeout=_LEAVE_TIMEOUT_S)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _fetch_stage(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None
@@ -127,14 +161,20 @@ class ProjectionRunner:
             except OffsetOutOfRangeError as exc:
                 await self._restart_partitions(_out_of_range(exc), "offset out of range")
                 continue
+            except KafkaError as exc:  # brokers away: aiokafka reconnects, we poll again
+                log.warning("%s: fetch failed: %s", self.projection.name, exc)
+                await asyncio.sleep(1.0)
+                continue
             if batch:
+                # Step 1 (first half). Decode; poison becomes dead letters of this batch.
                 decoded = decode_batch(family, self._generation, self._fetched, batch)
                 if decoded.ranges:
                     await self._ready.put(decoded)
             await self._detect_reset()
+            await self._check_logs()
             self._report_lag()
 
-    async def _commit_stage(self, stop: asyncio.Event, fetching: asyncio.Task[None]) -> None:
+    async def _commit_stage(self, fetching: asyncio.Task[None]) -> None:
         while True:
             if self.fatal is not None:
                 raise self.fatal
@@ -146,6 +186,7 @@ class ProjectionRunner:
                 batch = await asyncio.wait_for(self._ready.get(), timeout=0.2)
             except TimeoutError:
                 continue
+            # Step 1. Merge the batches already decoded, up to max_records.
             while not self._ready.empty() and batch.records < self._max_records:
                 later = self._ready.get_nowait()
                 if later.generation != batch.generation or not batch.absorb(later):
@@ -165,6 +206,13 @@ class ProjectionRunner:
             log.warning("%s: leaving consumer group %s timed out after %.0fs; exiting anyway "
                         "(progress is in projection_checkpoints)", self.projection.name,
                         self.group_id, _LEAVE_TIMEOUT_S)
+        except (KafkaError, asyncio.CancelledError) as exc:
+            # With the brokers away, aiokafka's stop() can raise its fetcher's cancellation.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled ourselves
+            log.warning("%s: leaving consumer group %s failed (%s); exiting anyway",
+                        self.projection.name, self.group_id, type(exc).__name__)
 
     async def _connect(self) -> asyncpg.Connection:
         delay = 0.1
@@ -184,6 +232,14 @@ class ProjectionRunner:
             return await self._connect()
         return self._conn
 
+    async def _close_db(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await asyncio.wait_for(conn.close(), timeout=2)
+            except Exception:  # a server that is away cannot say goodbye
+                conn.terminate()
+
     # -- rebalance ---------------------------------------------------------------------------
     async def forget(self, revoked: list[TopicPartition]) -> None:
         async with self._db_lock:  # waits for the batch in flight to commit or roll back
@@ -194,20 +250,22 @@ class ProjectionRunner:
             self._rewind()
 
     async def take(self, assigned: list[TopicPartition]) -> None:
-        """Seek each newly assigned partition to the checkpoint stored in PostgreSQL."""
+        """Seek each newly assigned partition to its checkpoint, after checking its log."""
         if not assigned:
             return
         assert self._consumer is not None
-        starts = await self._consumer.beginning_offsets(assigned)
+        starts = await _log_starts(self._consumer, assigned)
         async with self._db_lock:
             conn = await self._db()
             stored = await self._checkpoints.load(
                 conn, self.topic, {tp.partition: starts[tp] for tp in assigned})
             for tp in assigned:
-                self.positions[tp] = stored[tp.partition]
+                self.positions[tp] = stored[tp.partition].next_offset
+                self.anchors[tp] = stored[tp.partition].anchor
             self._rewind()
         log.info("%s: assigned %s", self.projection.name,
                  ", ".join(f"{tp.partition}@{self.positions[tp]}" for tp in assigned))
+        self._next_log_check = 0.0  # check the new partitions' logs on the next poll
 
     def _rewind(self) -> None:
         """Drop every decoded-but-unapplied batch; fetch again from the held checkpoints.
@@ -240,8 +298,9 @@ class ProjectionRunner:
             try:
                 async with self._db_lock:
                     conn = await self._db()
+                    # Step 2. Outside the transaction: DDL the batch needs.
                     await self.projection.prepare(conn, envelopes)
-                    applied = await self._commit(conn, ranges, envelopes, poison)
+                    applied = await self._commit(conn, batch, envelopes, poison)
                 break
             except PartitionLostError as exc:
                 log.warning("%s", exc)
@@ -249,6 +308,7 @@ class ProjectionRunner:
                 await self._resync()
                 return
             except DB_OUTAGE as exc:
+                # Step 4 (outage). Nothing was committed: retry the same batch.
                 self.metrics.db_retries.labels(self.projection.name).inc()
                 log.warning("%s: database error, retrying the batch: %s", self.projection.name, exc)
                 if self._conn is not None and not self._conn.is_closed():
@@ -259,7 +319,10 @@ class ProjectionRunner:
                     return  # a rebalance happened meanwhile; the owner replays the partitions
         for tp, (_, next_offset) in ranges.items():
             self.positions[tp] = next_offset
+            if self.anchors.get(tp) is None and tp in batch.anchors:
+                self.anchors[tp] = batch.anchors[tp]
         self.applied += applied
+        # Step 5. Kafka offsets, informational: PostgreSQL already holds the truth.
         await self._commit_kafka(ranges)
         name = self.projection.name
         self.metrics.events_applied.labels(name).inc(applied)
@@ -267,29 +330,58 @@ class ProjectionRunner:
         self.metrics.batch_seconds.labels(name).observe(time.perf_counter() - started)
 
     async def _commit(
-        self, conn: asyncpg.Connection, ranges: dict[TopicPartition, tuple[int, int]],
+        self, conn: asyncpg.Connection, batch: DecodedBatch,
         envelopes: list[Envelope], poison: list[tuple[RawMessage, str, str]],
     ) -> int:
+        # Step 3. One transaction: checkpoints (fenced), rows, dead letters, NOTIFY.
         async with conn.transaction():
             # Shared: batches never wait for each other, only for a rebuild's table swap.
             await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))",
                                lock_key(self.projection.name))
-            for tp, (expected, next_offset) in ranges.items():
+            for tp, (expected, next_offset) in batch.ranges.items():
                 if self.positions.get(tp) != expected:
                     raise PartitionLostError(f"{self.projection.name}: {tp} was revoked")
-                await self._checkpoints.advance(conn, tp.topic, tp.partition, expected, next_offset)
-            result = await self.projection.apply(conn, envelopes)
+                anchor = batch.anchors.get(tp) if self.anchors.get(tp) is None else None
+                await self._checkpoints.advance(
+                    conn, tp.topic, tp.partition, expected, next_offset, anchor)
+            result = await self._apply(conn, envelopes)
+            letters = list(poison)
             for failure in result.failures:
                 e = failure.envelope
-                poison.append((RawMessage(e.topic, e.partition, e.offset, e.key, e.value, ()),
-                               failure.kind, failure.error))
-            await self._dead_letters.record(conn, poison)
+                letters.append((RawMessage(e.topic, e.partition, e.offset, e.key, e.value, ()),
+                                failure.kind, failure.error))
+            await self._dead_letters.record(conn, letters)
             if not result.invalidation.is_empty():
                 for payload in encode(result.invalidation):
                     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-        for _, kind, _ in poison:
+        # Step 4. Committed.
+        for _, kind, _ in letters:
             self.metrics.dead_letters.labels(self.projection.name, kind).inc()
         return result.applied
+
+    async def _apply(self, conn: asyncpg.Connection, envelopes: list[Envelope]) -> ApplyResult:
+        """The projection's apply; if it raises (but for an outage), each event alone."""
+        try:
+            async with conn.transaction():  # a savepoint
+                return await self.projection.apply(conn, envelopes)
+        except Exception as exc:
+            if is_outage(exc) or isinstance(exc, PartitionLostError):
+                raise
+            log.warning("%s: batch apply failed (%s: %s); applying its %d events one by one",
+                        self.projection.name, type(exc).__name__, exc, len(envelopes))
+        results = []
+        for envelope in envelopes:
+            try:
+                async with conn.transaction():
+                    results.append(await self.projection.apply(conn, [envelope]))
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                results.append(ApplyResult(0, Invalidation(), [Failure(
+                    envelope, "handler_error", f"{type(exc).__name__}: {exc}")]))
+        return ApplyResult(sum(r.applied for r in results),
+                           merge([r.invalidation for r in results]),
+                           [f for r in results for f in r.failures])
 
     async def _commit_kafka(self, ranges: dict[TopicPartition, tuple[int, int]]) -> None:
         assert self._consumer is not None
@@ -297,8 +389,9 @@ class ProjectionRunner:
                    if tp in self._consumer.assignment()}
         try:
             if offsets:
-                await self._consumer.commit(offsets)
-        except KafkaError as exc:  # informational only: PostgreSQL holds the truth
+                await asyncio.wait_for(self._consumer.commit(offsets),
+                                       timeout=_KAFKA_COMMIT_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:  # informational: PostgreSQL holds the truth
             log.info("%s: Kafka offset commit skipped: %s", self.projection.name, exc)
 
     # -- broker reset ------------------------------------------------------------------------
@@ -313,24 +406,52 @@ class ProjectionRunner:
         if beyond:
             await self._restart_partitions(beyond, "checkpoint beyond the log end")
 
+    async def _check_logs(self) -> None:
+        """Every few seconds: is each held partition's log still the one its anchor names?"""
+        now = asyncio.get_running_loop().time()
+        if now < self._next_log_check:
+            return
+        self._next_log_check = now + _LOG_CHECK_INTERVAL_S
+        anchors = {tp: a for tp, a in self.anchors.items()
+                   if a is not None and tp in self.positions}
+        verdicts = await self._probe.check(anchors)
+        replaced = [tp for tp, v in verdicts.items() if v is Verdict.DIFFERENT]
+        if replaced:
+            await self._restart_partitions(replaced, "holds another log than its checkpoint "
+                                           "(the anchor record differs)")
+        for tp, verdict in verdicts.items():
+            if verdict is Verdict.GONE:
+                log.warning("%s: %s[%d]: the anchor record at offset %d was deleted from the "
+                            "log; re-anchoring (a later broker reset is detected again from "
+                            "the new anchor)", self.projection.name, tp.topic, tp.partition,
+                            anchors[tp].offset)
+                async with self._db_lock:
+                    await self._checkpoints.reanchor(
+                        await self._db(), tp.topic, tp.partition, anchors[tp])
+                    self.anchors[tp] = None
+
     async def _restart_partitions(self, partitions: list[TopicPartition], why: str) -> None:
         assert self._consumer is not None
         held = [tp for tp in partitions if tp in self.positions]
         if not held:
             return
-        starts = await self._consumer.beginning_offsets(held)
+        starts = await _log_starts(self._consumer, held)
         async with self._db_lock:
             conn = await self._db()
             for tp in held:
-                expected = self.positions[tp]
-                log.warning("%s: %s[%d] %s (checkpoint %d, high watermark %s); broker was reset, "
-                            "restarting from offset %d — event_id dedup keeps totals right",
-                            self.projection.name, tp.topic, tp.partition, why, expected,
-                            self._consumer.highwater(tp), starts[tp])
+                expected = self.positions.get(tp)
+                if expected is None:
+                    continue  # revoked meanwhile
+                log.warning("%s: %s[%d] %s (checkpoint %d, high watermark %s); the broker's log "
+                            "was replaced, replaying from offset %d — event_id dedup keeps "
+                            "totals right", self.projection.name, tp.topic, tp.partition, why,
+                            expected, self._consumer.highwater(tp), starts[tp])
                 moved = await self._checkpoints.reset(
                     conn, tp.topic, tp.partition, expected, starts[tp])
                 if moved:
                     self.positions[tp] = starts[tp]
+                    self.anchors[tp] = None
+                    self.metrics.log_resets.labels(self.projection.name).inc()
             self._rewind()
 
     def _report_lag(self) -> None:
@@ -344,20 +465,62 @@ class ProjectionRunner:
 
 async def _unless_stopped(work: Coroutine[Any, Any, object], stop: asyncio.Event) -> bool:
     """Run ``work`` unless ``stop`` is set first (then cancel it); True if it completed."""
+    return await _unless_stopped_value(work, stop) is not None
+
+
+async def _unless_stopped_value(
+    work: Coroutine[Any, Any, _T], stop: asyncio.Event
+) -> _T | None:
+    """``work``'s result, or None when ``stop`` was set first (``work`` is then cancelled)."""
     task = asyncio.ensure_future(work)
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     if task.done():
-        task.result()
-        return True
+        return task.result()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    return False
+    return None
+
+
+async def _finish_within_grace(
+    committing: asyncio.Task[None], stop: asyncio.Event, name: str
+) -> None:
+    """Await the commit stage; once stop is set, give it STOP_GRACE_S, then cancel it.
+
+    A batch still in hand then (its transaction waiting on a database or broker that is
+    away) was never committed: the next owner of its partitions applies it again.
+    """
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({committing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not committing.done():
+        await asyncio.wait({committing}, timeout=STOP_GRACE_S)
+    if not committing.done():
+        log.warning("%s: the batch in hand did not commit within %.0fs of stop; abandoning it "
+                    "uncommitted (the partition's next owner applies it)", name, STOP_GRACE_S)
+        committing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await committing
+        return
+    committing.result()
+
+
+async def _log_starts(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """Each partition's log start; 0 where the broker does not say (a topic being recreated)."""
+    try:
+        found = await asyncio.wait_for(consumer.beginning_offsets(partitions), timeout=10)
+    except (KafkaError, TimeoutError) as exc:
+        log.warning("log start offsets unavailable (%s); assuming 0", exc)
+        found = {}
+    return {tp: int(found.get(tp) or 0) for tp in partitions}
 
 
 def _out_of_range(exc: OffsetOutOfRangeError) -> list[TopicPartition]:
     found = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
     return list(found)
-

@@ -1,7 +1,7 @@
 """SequentialProjection: event-by-event apply, each in a savepoint, for low-volume topics.
 
-Key and catalog events are few and their order matters; a handler error on one event rolls
-back only that event's savepoint, and the event becomes a dead letter.
+Key and catalog events are few and their order matters; any error on one event (but a
+database outage) rolls back only that event's savepoint, and the event becomes a dead letter.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncpg
 from ledger.events import EventBase
 from ledger.invalidation import Invalidation, merge
 from projections.base import ApplyResult, Envelope, Failure, Projection
+from projections.outage import is_outage
 
 
 class SequentialProjection(Projection):
@@ -24,8 +25,9 @@ class SequentialProjection(Projection):
             try:
                 async with conn.transaction():
                     changes.append(await self.apply_one(conn, envelope.event))
-            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
-                    HandlerError) as exc:
+            except Exception as exc:  # any error but an outage is this event's alone
+                if is_outage(exc):
+                    raise
                 failures.append(Failure(envelope, "handler_error", f"{type(exc).__name__}: {exc}"))
                 continue
             applied += 1

@@ -3,11 +3,17 @@
 Per batch: COPY the events into a session temp table; claim their event_ids in
 usage_event_ids (ON CONFLICT DO NOTHING: the dedup); insert only the claimed ones into
 usage_records; add only the rows actually inserted to the monthly summaries — all in one
-statement, inside the runner's transaction.
+statement, inside the runner's transaction. A copy whose event_id was claimed with another
+payload (fingerprint) is a ``conflicting_duplicate`` dead letter; the first copy stays.
+
+Poison never stops the batch: if the set-based statement fails for any reason but a
+database outage, each event is applied alone in a savepoint and the ones that fail become
+dead letters with their error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -15,10 +21,11 @@ from uuid import UUID
 
 import asyncpg
 
-from ledger.events import UsageRecorded
+from ledger.events import UsageRecorded, dump_event
 from ledger.invalidation import Invalidation
 from ledger.settings import Settings
 from projections.base import ApplyResult, Envelope, Failure, Projection, lock_key
+from projections.outage import is_outage
 from projections.pricer import CatalogPricer
 
 _COLUMNS = (
@@ -28,6 +35,7 @@ _COLUMNS = (
     "audio_output_tokens", "images", "input_seconds", "output_seconds", "characters",
     "latency_ms", "status", "error_code", "cost_usd", "cost_source", "metadata", "source",
 )
+_STAGE_COLUMNS = (*_COLUMNS, "fingerprint")
 _COUNTERS = (
     "prompt_tokens", "completion_tokens", "cache_read_input_tokens",
     "cache_creation_input_tokens", "reasoning_tokens", "audio_input_tokens",
@@ -42,16 +50,23 @@ CREATE TEMP TABLE IF NOT EXISTS usage_stage (
     cache_read_input_tokens bigint, cache_creation_input_tokens bigint, reasoning_tokens bigint,
     audio_input_tokens bigint, audio_output_tokens bigint, images bigint, input_seconds numeric,
     output_seconds numeric, characters bigint, latency_ms bigint, status text, error_code text,
-    cost_usd numeric, cost_source text, metadata text, source text
+    cost_usd numeric, cost_source text, metadata text, source text, fingerprint bytea
 ) ON COMMIT DELETE ROWS
 """
 
 _INSERTED_AND_SUMMED = f"""
 WITH fresh AS (
-    INSERT INTO usage_event_ids (event_id, occurred_at)
-    SELECT event_id, occurred_at FROM usage_stage
+    INSERT INTO usage_event_ids (event_id, occurred_at, fingerprint)
+    SELECT event_id, occurred_at, fingerprint FROM usage_stage
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
+), conflicting AS (
+    -- Already claimed by an earlier batch with another payload. The statement's snapshot
+    -- predates its own inserts, so only earlier claims are seen; re-sent copies (the usual
+    -- duplicate) carry the same fingerprint and stay silent.
+    SELECT s.event_id FROM usage_stage s JOIN usage_event_ids u ON u.event_id = s.event_id
+    WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.event_id = s.event_id)
+      AND u.fingerprint IS DISTINCT FROM s.fingerprint AND u.fingerprint IS NOT NULL
 ), claimed AS MATERIALIZED (
     SELECT s.* FROM usage_stage s JOIN fresh f ON f.event_id = s.event_id
 ), inserted AS (
@@ -92,7 +107,8 @@ WITH fresh AS (
     RETURNING api_key_id
 )
 SELECT (SELECT count(*) FROM claimed) AS inserted,
-       (SELECT array_agg(DISTINCT api_key_id::text) FROM upserted) AS key_ids
+       (SELECT array_agg(DISTINCT api_key_id::text) FROM upserted) AS key_ids,
+       (SELECT array_agg(event_id) FROM conflicting) AS conflicting
 """
 
 
@@ -137,6 +153,11 @@ class UsageProjection(Projection):
         Existence is asked each batch (one round trip) rather than cached, because a rebuild
         may swap the partitioned table underneath this worker.
         """
+        if self._staged_on is not conn:
+            # Here, outside every transaction, so no rollback can take the table away while
+            # we believe it exists (a temp table lives as long as its session).
+            await conn.execute(_CREATE_STAGE)
+            self._staged_on = conn
         months = {partition_name(m): m for m in {month_start(e.event.occurred_at) for e in batch}}
         missing = await conn.fetchval(_MISSING_PARTITIONS, list(months))
         if not missing:
@@ -154,34 +175,47 @@ class UsageProjection(Projection):
                     f"FOR VALUES {bounds}")
 
     async def apply(self, conn: asyncpg.Connection, batch: list[Envelope]) -> ApplyResult:
-        unique: dict[UUID, tuple[Envelope, UsageRecorded]] = {}  # first delivery of each id
+        unique: dict[UUID, tuple[Envelope, UsageRecorded, bytes]] = {}  # first copy of each id
+        failures: list[Failure] = []
         for envelope in batch:
             event = envelope.event
             assert isinstance(event, UsageRecorded)  # the decoder only passes usage events
-            unique.setdefault(event.event_id, (envelope, event))
+            digest = fingerprint(event)
+            first = unique.setdefault(event.event_id, (envelope, event, digest))
+            if first[2] != digest:
+                failures.append(_conflict(envelope))
         if not unique:
-            return ApplyResult(0, Invalidation(), [])
-        events = [event for _, event in unique.values()]
-        costs = await self._pricer.costs(conn, events)
-        rows = [_row(e, cost) for e, cost in zip(events, costs, strict=True)]
+            return ApplyResult(0, Invalidation(), failures)
+        envelopes, rows = [], []
+        costs = await self._pricer.costs(conn, [event for _, event, _ in unique.values()])
+        for (envelope, event, digest), cost in zip(unique.values(), costs, strict=True):
+            if isinstance(cost, Exception):
+                failures.append(Failure(envelope, "handler_error", f"pricing failed: {cost}"))
+                continue
+            envelopes.append(envelope)
+            rows.append(_row(event, cost, digest))
+        if not rows:
+            return ApplyResult(0, Invalidation(), failures)
         try:
-            async with conn.transaction():  # a savepoint: a data error must not abort the batch
-                inserted, key_ids = await self._copy_and_upsert(conn, rows)
-        except asyncpg.DataError:
-            envelopes = [envelope for envelope, _ in unique.values()]
-            return await self._apply_one_by_one(conn, envelopes, rows)
-        return ApplyResult(inserted, Invalidation(spend_key_ids=frozenset(key_ids)), [])
+            async with conn.transaction():  # a savepoint: poison must not abort the batch
+                inserted, key_ids, conflicting = await self._copy_and_upsert(conn, rows)
+        except Exception as exc:
+            if is_outage(exc):
+                raise  # the runner retries the whole batch
+            result = await self._apply_one_by_one(conn, envelopes, rows)
+            result.failures[:0] = failures
+            return result
+        failures.extend(_conflict(e) for e in envelopes if e.event.event_id in conflicting)
+        return ApplyResult(inserted, Invalidation(spend_key_ids=frozenset(key_ids)), failures)
 
     async def _copy_and_upsert(
         self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]
-    ) -> tuple[int, list[str]]:
-        if self._staged_on is not conn:  # a temp table lives as long as its session
-            await conn.execute(_CREATE_STAGE)
-            self._staged_on = conn
-        await conn.copy_records_to_table("usage_stage", records=rows, columns=_COLUMNS)
+    ) -> tuple[int, list[str], set[UUID]]:
+        await conn.copy_records_to_table("usage_stage", records=rows, columns=_STAGE_COLUMNS)
         result = await conn.fetchrow(_INSERTED_AND_SUMMED)
         assert result is not None
-        return int(result["inserted"]), list(result["key_ids"] or [])
+        return (int(result["inserted"]), list(result["key_ids"] or []),
+                set(result["conflicting"] or ()))
 
     async def _apply_one_by_one(
         self, conn: asyncpg.Connection, envelopes: list[Envelope], rows: list[tuple[Any, ...]]
@@ -191,17 +225,32 @@ class UsageProjection(Projection):
         for envelope, row in zip(envelopes, rows, strict=True):
             try:
                 async with conn.transaction():
-                    count, keys = await self._copy_and_upsert(conn, [row])
+                    count, keys, conflicting = await self._copy_and_upsert(conn, [row])
                     await conn.execute("TRUNCATE usage_stage")  # rows clear at commit otherwise
-            except asyncpg.DataError as exc:
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
                 failures.append(Failure(envelope, "handler_error", f"{type(exc).__name__}: {exc}"))
                 continue
+            if conflicting:
+                failures.append(_conflict(envelope))
             inserted += count
             key_ids.update(keys)
         return ApplyResult(inserted, Invalidation(spend_key_ids=frozenset(key_ids)), failures)
 
 
-def _row(event: UsageRecorded, cost: tuple[Any, str]) -> tuple[Any, ...]:
+def fingerprint(event: UsageRecorded) -> bytes:
+    """What an event says, for telling a re-sent copy from another event reusing its id."""
+    return hashlib.blake2b(dump_event(event), digest_size=16).digest()
+
+
+def _conflict(envelope: Envelope) -> Failure:
+    return Failure(envelope, "conflicting_duplicate",
+                   f"event_id {envelope.event.event_id} was already projected with another "
+                   "payload; the first copy is kept")
+
+
+def _row(event: UsageRecorded, cost: tuple[Any, str], digest: bytes) -> tuple[Any, ...]:
     cost_usd, cost_source = cost
     return (
         event.event_id, event.occurred_at, event.request_id, event.api_key_id, event.model,
@@ -209,5 +258,5 @@ def _row(event: UsageRecorded, cost: tuple[Any, str]) -> tuple[Any, ...]:
         event.cache_read_input_tokens, event.cache_creation_input_tokens, event.reasoning_tokens,
         event.audio_input_tokens, event.audio_output_tokens, event.images, event.input_seconds,
         event.output_seconds, event.characters, event.latency_ms, event.status, event.error_code,
-        cost_usd, cost_source, json.dumps(event.metadata), event.source,
+        cost_usd, cost_source, json.dumps(event.metadata), event.source, digest,
     )

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ledger.cli import context
-from projections import PROJECTION_NAMES, ProjectorWorker, make_projection
+from projections import PROJECTION_NAMES, ProjectorWorker, lognoise, make_projection
 from projections.deadletters import DeadLetter, list_dead_letters
 from projections.replay import replay_dead_letters
 from projections.status import projection_status
@@ -33,9 +33,13 @@ def project(
     metrics_port: int | None = typer.Option(None, help="serve Prometheus metrics on this port"),
     log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING"),
 ) -> None:
-    """Run projector workers until SIGTERM/SIGINT (finishes and commits the batch in hand)."""
+    """Run projector workers until SIGTERM/SIGINT; they exit within 20 s whatever the servers do.
+
+    Waits (with back-off) for PostgreSQL and the brokers when they are not up yet.
+    """
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    lognoise.install()  # the Kafka client's reconnect loop: a WARNING every 10 s, with counts
     names = tuple(projection) or PROJECTION_NAMES
     for name in names:
         make_projection(name)  # unknown names fail here with one line

@@ -1,0 +1,125 @@
+"""`ledger project` as an operator runs it: brokers late, servers away, SIGTERM always heard."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ledger.devstack import EmbeddedBroker
+from ledger.devstack.ports import free_port
+from ledger.settings import Settings
+from ledger.topics import ensure_topics, topic_specs
+from tests.projections.helpers import (
+    emit,
+    ground_truth,
+    random_usage,
+    summaries,
+    wait_for_rows,
+)
+
+COUNT = "SELECT count(*) FROM usage_records"
+SIGTERM_BOUND_S = 20.0  # what the README promises
+
+
+def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ledger", "project", "--projection", "usage"],
+            env=dict(os.environ, **settings.environment()), stdout=out, stderr=out,
+            stdin=subprocess.DEVNULL)
+
+
+def _stop_and_time(worker: subprocess.Popen[bytes]) -> tuple[int, float]:
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    try:
+        code = worker.wait(timeout=SIGTERM_BOUND_S + 10)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+        raise AssertionError("the worker ignored SIGTERM") from None
+    return code, time.monotonic() - started
+
+
+async def test_project_waits_for_brokers_that_are_not_up_yet_and_keeps_quiet(
+    settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    configured = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{port}"})
+    assert configured.database_url
+    log = tmp_path / "worker.log"
+    worker = _start_worker(configured, log)
+    broker = EmbeddedBroker(tmp_path / "broker", port)
+    try:
+        await asyncio.sleep(8)
+        assert worker.poll() is None, log.read_text()[-2000:]  # still waiting, not exited
+        noise = [line for line in log.read_text().splitlines()
+                 if "aiokafka" in line and (" ERROR " in line or " WARNING " in line)]
+        assert len(noise) <= 4, "\n".join(noise[:20])  # rate-limited, not one per attempt
+        await asyncio.to_thread(broker.start)
+        await ensure_topics(broker.bootstrap_servers, topic_specs(configured))
+        events = random_usage(random.Random(5), [uuid.uuid4()], 300)
+        await emit(configured, events)
+        await wait_for_rows(configured.database_url, COUNT, 300, timeout=60)
+        code, _ = await asyncio.to_thread(_stop_and_time, worker)
+        assert code == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        broker.stop()
+    assert await summaries(configured.database_url) == ground_truth(events)
+
+
+@pytest.mark.parametrize("broker_gone_too", [False, True])
+async def test_sigterm_ends_a_worker_whose_batch_cannot_commit(
+    settings: Settings, tmp_path: Path, broker_gone_too: bool
+) -> None:
+    """A batch in hand that PostgreSQL does not answer (a lock stands in for a server that
+    stopped answering) -- and, in the second case, no broker either."""
+    broker = EmbeddedBroker(tmp_path / "broker", free_port())
+    broker.start()
+    configured = settings.model_copy(
+        update={"kafka_bootstrap_servers": broker.bootstrap_servers})
+    assert configured.database_url
+    await ensure_topics(broker.bootstrap_servers, topic_specs(configured))
+    events = random_usage(random.Random(8), [uuid.uuid4() for _ in range(4)], 400)
+    log = tmp_path / "worker.log"
+    worker = _start_worker(configured, log)
+    blocker = await asyncpg.connect(configured.database_url)
+    try:
+        await emit(configured, events[:200])
+        await wait_for_rows(configured.database_url, COUNT, 200, timeout=60)
+        locked = blocker.transaction()
+        await locked.start()
+        await blocker.execute("LOCK TABLE monthly_usage_summaries IN ACCESS EXCLUSIVE MODE")
+        await emit(configured, events[200:])
+        await asyncio.sleep(3)  # the worker now holds a batch it cannot commit
+        if broker_gone_too:
+            await asyncio.to_thread(broker.stop)
+        code, took = await asyncio.to_thread(_stop_and_time, worker)
+        assert code == 0, log.read_text()[-3000:]
+        assert took <= SIGTERM_BOUND_S, f"SIGTERM took {took:.1f}s"
+        await locked.rollback()
+        assert "abandoning it" in log.read_text()
+        if not broker_gone_too:  # the abandoned batch is simply redone by the next worker
+            worker = _start_worker(configured, log)
+            await wait_for_rows(configured.database_url, COUNT, 400, timeout=60)
+            assert await asyncio.to_thread(_stop_and_time, worker) is not None
+            assert await summaries(configured.database_url) == ground_truth(events)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        await blocker.close()
+        broker.stop()
