@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import asyncpg
 
 from ledger.events import EventBase
-from ledger.invalidation import Invalidation
+from ledger.invalidation import Invalidation, merge
 from ledger.settings import Settings
+from projections.exceptions import PartitionLostError
+from projections.outage import is_outage
+
+log = logging.getLogger("ledger.projector")
 
 
 def lock_key(projection: str) -> str:
@@ -69,3 +74,35 @@ class Projection(ABC):
     def tables(self) -> tuple[str, ...]:
         """The tables this projection owns (what a rebuild replaces)."""
         return ()
+
+
+async def apply_resiliently(
+    projection: Projection, conn: asyncpg.Connection, envelopes: list[Envelope]
+) -> ApplyResult:
+    """``projection.apply`` in a savepoint; if it raises (but for an outage), event by event.
+
+    A projection already turns its events' errors into Failures; this is the net under a
+    projection whose set-based apply raised anyway, so one event never fails the batch.
+    """
+
+    try:
+        async with conn.transaction():
+            return await projection.apply(conn, envelopes)
+    except Exception as exc:
+        if is_outage(exc) or isinstance(exc, PartitionLostError):
+            raise
+        log.warning("%s: batch apply failed (%s: %s); applying its %d events one by one",
+                    projection.name, type(exc).__name__, exc, len(envelopes))
+    results = []
+    for envelope in envelopes:
+        try:
+            async with conn.transaction():
+                results.append(await projection.apply(conn, [envelope]))
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            results.append(ApplyResult(0, Invalidation(), [Failure(
+                envelope, "handler_error", f"{type(exc).__name__}: {exc}")]))
+    return ApplyResult(sum(r.applied for r in results),
+                       merge([r.invalidation for r in results]),
+                       [f for r in results for f in r.failures])

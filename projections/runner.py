@@ -29,28 +29,32 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
-from ledger.invalidation import CHANNEL, Invalidation, encode, merge
+from ledger.invalidation import CHANNEL, encode
 from ledger.settings import Settings
-from projections.base import ApplyResult, Envelope, Failure, Projection, lock_key
+from projections.base import Envelope, Projection, apply_resiliently, lock_key
 from projections.checkpoints import CheckpointRecorder
 from projections.deadletters import DeadLetterRecorder, RawMessage
 from projections.decoding import DecodedBatch, decode_batch
 from projections.exceptions import PartitionLostError, RebalanceFailedError
+from projections.lifecycle import (
+    finish_within_grace,
+    log_starts,
+    out_of_range,
+    unless_stopped,
+    unless_stopped_value,
+)
 from projections.logidentity import Anchor, LogProbe, Verdict
 from projections.metrics import ProjectorMetrics
-from projections.outage import DB_OUTAGE, is_outage
+from projections.outage import DB_OUTAGE
 
 log = logging.getLogger("ledger.projector")
-_T = TypeVar("_T")
-STOP_GRACE_S = 10.0  # for the batch in hand, once stop is asked
 _LEAVE_TIMEOUT_S = 5.0
 _KAFKA_COMMIT_TIMEOUT_S = 5.0
 _LOG_CHECK_INTERVAL_S = 5.0
@@ -108,16 +112,16 @@ class ProjectionRunner:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in hand gets STOP_GRACE_S to commit."""
         self._stop = stop
-        if not await _unless_stopped(self._connect(), stop):
+        if not await unless_stopped(self._connect(), stop):
             return  # stopped while the database was still unreachable: nothing to finish
-        consumer = await _unless_stopped_value(self._start_consumer(), stop)
+        consumer = await unless_stopped_value(self._start_consumer(), stop)
         if consumer is None:
             await self._close_db()
             return  # stopped while the brokers were still unreachable
         fetching = asyncio.create_task(self._fetch_stage(stop), name="fetch")
         committing = asyncio.create_task(self._commit_stage(fetching), name="commit")
         try:
-            await _finish_within_grace(committing, stop, self.projection.name)
+            await finish_within_grace(committing, stop, self.projection.name)
         finally:
             fetching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,7 +163,7 @@ class ProjectionRunner:
                 batch = await self._consumer.getmany(
                     timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
             except OffsetOutOfRangeError as exc:
-                await self._restart_partitions(_out_of_range(exc), "offset out of range")
+                await self._restart_partitions(out_of_range(exc), "offset out of range")
                 continue
             except KafkaError as exc:  # brokers away: aiokafka reconnects, we poll again
                 log.warning("%s: fetch failed: %s", self.projection.name, exc)
@@ -254,7 +258,7 @@ class ProjectionRunner:
         if not assigned:
             return
         assert self._consumer is not None
-        starts = await _log_starts(self._consumer, assigned)
+        starts = await log_starts(self._consumer, assigned)
         async with self._db_lock:
             conn = await self._db()
             stored = await self._checkpoints.load(
@@ -344,7 +348,7 @@ class ProjectionRunner:
                 anchor = batch.anchors.get(tp) if self.anchors.get(tp) is None else None
                 await self._checkpoints.advance(
                     conn, tp.topic, tp.partition, expected, next_offset, anchor)
-            result = await self._apply(conn, envelopes)
+            result = await apply_resiliently(self.projection, conn, envelopes)
             letters = list(poison)
             for failure in result.failures:
                 e = failure.envelope
@@ -358,30 +362,6 @@ class ProjectionRunner:
         for _, kind, _ in letters:
             self.metrics.dead_letters.labels(self.projection.name, kind).inc()
         return result.applied
-
-    async def _apply(self, conn: asyncpg.Connection, envelopes: list[Envelope]) -> ApplyResult:
-        """The projection's apply; if it raises (but for an outage), each event alone."""
-        try:
-            async with conn.transaction():  # a savepoint
-                return await self.projection.apply(conn, envelopes)
-        except Exception as exc:
-            if is_outage(exc) or isinstance(exc, PartitionLostError):
-                raise
-            log.warning("%s: batch apply failed (%s: %s); applying its %d events one by one",
-                        self.projection.name, type(exc).__name__, exc, len(envelopes))
-        results = []
-        for envelope in envelopes:
-            try:
-                async with conn.transaction():
-                    results.append(await self.projection.apply(conn, [envelope]))
-            except Exception as exc:
-                if is_outage(exc):
-                    raise
-                results.append(ApplyResult(0, Invalidation(), [Failure(
-                    envelope, "handler_error", f"{type(exc).__name__}: {exc}")]))
-        return ApplyResult(sum(r.applied for r in results),
-                           merge([r.invalidation for r in results]),
-                           [f for r in results for f in r.failures])
 
     async def _commit_kafka(self, ranges: dict[TopicPartition, tuple[int, int]]) -> None:
         assert self._consumer is not None
@@ -435,7 +415,7 @@ class ProjectionRunner:
         held = [tp for tp in partitions if tp in self.positions]
         if not held:
             return
-        starts = await _log_starts(self._consumer, held)
+        starts = await log_starts(self._consumer, held)
         async with self._db_lock:
             conn = await self._db()
             for tp in held:
@@ -461,66 +441,3 @@ class ProjectionRunner:
             if highwater is not None:
                 self.metrics.lag.labels(self.projection.name, tp.topic, str(tp.partition)).set(
                     max(highwater - position, 0))
-
-
-async def _unless_stopped(work: Coroutine[Any, Any, object], stop: asyncio.Event) -> bool:
-    """Run ``work`` unless ``stop`` is set first (then cancel it); True if it completed."""
-    return await _unless_stopped_value(work, stop) is not None
-
-
-async def _unless_stopped_value(
-    work: Coroutine[Any, Any, _T], stop: asyncio.Event
-) -> _T | None:
-    """``work``'s result, or None when ``stop`` was set first (``work`` is then cancelled)."""
-    task = asyncio.ensure_future(work)
-    stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return None
-
-
-async def _finish_within_grace(
-    committing: asyncio.Task[None], stop: asyncio.Event, name: str
-) -> None:
-    """Await the commit stage; once stop is set, give it STOP_GRACE_S, then cancel it.
-
-    A batch still in hand then (its transaction waiting on a database or broker that is
-    away) was never committed: the next owner of its partitions applies it again.
-    """
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({committing, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-    if not committing.done():
-        await asyncio.wait({committing}, timeout=STOP_GRACE_S)
-    if not committing.done():
-        log.warning("%s: the batch in hand did not commit within %.0fs of stop; abandoning it "
-                    "uncommitted (the partition's next owner applies it)", name, STOP_GRACE_S)
-        committing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await committing
-        return
-    committing.result()
-
-
-async def _log_starts(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
-) -> dict[TopicPartition, int]:
-    """Each partition's log start; 0 where the broker does not say (a topic being recreated)."""
-    try:
-        found = await asyncio.wait_for(consumer.beginning_offsets(partitions), timeout=10)
-    except (KafkaError, TimeoutError) as exc:
-        log.warning("log start offsets unavailable (%s); assuming 0", exc)
-        found = {}
-    return {tp: int(found.get(tp) or 0) for tp in partitions}
-
-
-def _out_of_range(exc: OffsetOutOfRangeError) -> list[TopicPartition]:
-    found = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    return list(found)

@@ -22,7 +22,7 @@ from uuid import UUID
 import asyncpg
 
 from ledger.events import UsageRecorded, dump_event
-from ledger.invalidation import Invalidation
+from ledger.invalidation import Invalidation, merge
 from ledger.settings import Settings
 from projections.base import ApplyResult, Envelope, Failure, Projection, lock_key
 from projections.outage import is_outage
@@ -175,38 +175,50 @@ class UsageProjection(Projection):
                     f"FOR VALUES {bounds}")
 
     async def apply(self, conn: asyncpg.Connection, batch: list[Envelope]) -> ApplyResult:
-        unique: dict[UUID, tuple[Envelope, UsageRecorded, bytes]] = {}  # first copy of each id
-        failures: list[Failure] = []
+        # The first copy of each id goes into the set-based statement. A later copy in the same
+        # batch that says something else is applied alone afterwards, so that the database's
+        # first copy (earlier batches, or this one) decides which of them conflicts.
+        unique: dict[UUID, tuple[Envelope, UsageRecorded, bytes]] = {}
+        later: list[tuple[Envelope, UsageRecorded, bytes]] = []
         for envelope in batch:
             event = envelope.event
             assert isinstance(event, UsageRecorded)  # the decoder only passes usage events
-            digest = fingerprint(event)
-            first = unique.setdefault(event.event_id, (envelope, event, digest))
-            if first[2] != digest:
-                failures.append(_conflict(envelope))
-        if not unique:
-            return ApplyResult(0, Invalidation(), failures)
+            copy = (envelope, event, fingerprint(event))
+            first = unique.setdefault(event.event_id, copy)
+            if first is not copy and first[2] != copy[2]:
+                later.append(copy)
+        failures: list[Failure] = []
+        envelopes, rows = await self._rows(conn, [*unique.values(), *later], failures)
+        main = len(rows) - sum(1 for e in envelopes if any(e is c[0] for c in later))
+        if main <= 0:
+            return await self._apply_one_by_one(conn, envelopes, rows, failures)
+        try:
+            async with conn.transaction():  # a savepoint: poison must not abort the batch
+                inserted, key_ids, conflicting = await self._copy_and_upsert(conn, rows[:main])
+        except Exception as exc:
+            if is_outage(exc):
+                raise  # the runner retries the whole batch
+            return await self._apply_one_by_one(conn, envelopes, rows, failures)
+        failures.extend(_conflict(e) for e in envelopes[:main] if e.event.event_id in conflicting)
+        result = await self._apply_one_by_one(conn, envelopes[main:], rows[main:], failures)
+        return ApplyResult(inserted + result.applied, merge(
+            [Invalidation(spend_key_ids=frozenset(key_ids)), result.invalidation]),
+            result.failures)
+
+    async def _rows(
+        self, conn: asyncpg.Connection, copies: list[tuple[Envelope, UsageRecorded, bytes]],
+        failures: list[Failure],
+    ) -> tuple[list[Envelope], list[tuple[Any, ...]]]:
+        """Priced rows to stage; an event whose pricing raised becomes a Failure instead."""
         envelopes, rows = [], []
-        costs = await self._pricer.costs(conn, [event for _, event, _ in unique.values()])
-        for (envelope, event, digest), cost in zip(unique.values(), costs, strict=True):
+        costs = await self._pricer.costs(conn, [event for _, event, _ in copies])
+        for (envelope, event, digest), cost in zip(copies, costs, strict=True):
             if isinstance(cost, Exception):
                 failures.append(Failure(envelope, "handler_error", f"pricing failed: {cost}"))
                 continue
             envelopes.append(envelope)
             rows.append(_row(event, cost, digest))
-        if not rows:
-            return ApplyResult(0, Invalidation(), failures)
-        try:
-            async with conn.transaction():  # a savepoint: poison must not abort the batch
-                inserted, key_ids, conflicting = await self._copy_and_upsert(conn, rows)
-        except Exception as exc:
-            if is_outage(exc):
-                raise  # the runner retries the whole batch
-            result = await self._apply_one_by_one(conn, envelopes, rows)
-            result.failures[:0] = failures
-            return result
-        failures.extend(_conflict(e) for e in envelopes if e.event.event_id in conflicting)
-        return ApplyResult(inserted, Invalidation(spend_key_ids=frozenset(key_ids)), failures)
+        return envelopes, rows
 
     async def _copy_and_upsert(
         self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]
@@ -218,15 +230,16 @@ class UsageProjection(Projection):
                 set(result["conflicting"] or ()))
 
     async def _apply_one_by_one(
-        self, conn: asyncpg.Connection, envelopes: list[Envelope], rows: list[tuple[Any, ...]]
+        self, conn: asyncpg.Connection, envelopes: list[Envelope], rows: list[tuple[Any, ...]],
+        failures: list[Failure],
     ) -> ApplyResult:
-        """Find the poison: apply each event in its own savepoint, the bad ones dead-letter."""
-        inserted, key_ids, failures = 0, set[str](), list[Failure]()
+        """Each event in its own savepoint; the ones that fail become dead letters."""
+        inserted, key_ids = 0, set[str]()
         for envelope, row in zip(envelopes, rows, strict=True):
             try:
                 async with conn.transaction():
-                    count, keys, conflicting = await self._copy_and_upsert(conn, [row])
                     await conn.execute("TRUNCATE usage_stage")  # rows clear at commit otherwise
+                    count, keys, conflicting = await self._copy_and_upsert(conn, [row])
             except Exception as exc:
                 if is_outage(exc):
                     raise
