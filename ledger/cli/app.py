@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ledger.cli import (
-    catalog_cmd,
-    demo_cmd,
-    dev,
-    keys_cmd,
-    project,
-    reconcile_cmd,
-    schema_cmd,
-)
+from ledger.cli import catalog_cmd, demo_cmd, dev, keys_cmd, project, reconcile_cmd, schema_cmd
 
 app = typer.Typer(
     name="ledger",
