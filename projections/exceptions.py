@@ -29,3 +29,7 @@ class UnknownProjectionError(ProjectionError):
 
 class RebuildError(ProjectionError):
     """A rebuild could not complete; the live tables are untouched."""
+
+
+class ReconcileError(ProjectionError):
+    """Reconciling or repairing the usage summaries could not complete; nothing was changed."""

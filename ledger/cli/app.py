@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ledger.cli import catalog_cmd, demo_cmd, dev, keys_cmd, project, schema_cmd
+from ledger.cli import catalog_cmd, demo_cmd, dev, keys_cmd, project, reconcile_cmd, schema_cmd
 
 app = typer.Typer(
     name="ledger",
@@ -20,3 +20,4 @@ project.register(app)
 catalog_cmd.register(app)
 keys_cmd.register(app)
 demo_cmd.register(app)
+reconcile_cmd.register(app)

@@ -9,24 +9,27 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from ledger.devstack import EmbeddedBroker
 from ledger.devstack.ports import free_port
+from ledger.events import UsageRecorded
 from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
 from projections import ProjectionRunner, make_projection
+from projections.reconcile import compare
 from tests.projections.helpers import (
     emit,
-    fetchval,
     ground_truth,
     random_usage,
     running_worker,
     summaries,
     wait_for_rows,
+    wait_until,
 )
 from tests.servers import Servers
 
@@ -41,44 +44,72 @@ def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
             stdin=subprocess.DEVNULL)
 
 
-async def test_kill_minus_nine_at_random_points_never_double_counts(
+async def test_kill_minus_nine_of_two_workers_never_double_counts(
     settings: Settings, tmp_path: Path
 ) -> None:
+    """Two worker processes, killed -9 alternately while they own partitions.
+
+    Each victim is killed only once it owns partitions (its log says so), at a random moment
+    of its batches; by then the other side's restarted process is joining, so every kill
+    lands in a rebalance triggered by the previous one, and partitions move between the
+    survivor, the newcomer and dead members the broker has not expired yet. The fenced
+    checkpoints must keep every event counted once.
+    """
     rng = random.Random(11)
     keys = [uuid.uuid4() for _ in range(20)]
     events = random_usage(rng, keys, 20_000)
     resent = rng.sample(events, 300)
-    assert settings.database_url
-    log = tmp_path / "worker.log"
-    sender = asyncio.create_task(_emit_slowly(settings, events + resent, chunks=20))
-    kills = 0
-    worker = _start_worker(settings, log)
+    dsn = settings.database_url
+    assert dsn
+    logs = [[tmp_path / "worker-a-0.log"], [tmp_path / "worker-b-0.log"]]
+    sender = asyncio.create_task(_emit_slowly(settings, events + resent, chunks=40, pause=1.0))
+    workers = [_start_worker(settings, log[0]) for log in logs]
     try:
-        while kills < 5:
-            await asyncio.sleep(rng.uniform(1.0, 3.0))
-            worker.send_signal(signal.SIGKILL)
-            await asyncio.to_thread(worker.wait)
-            kills += 1
-            worker = _start_worker(settings, log)
+        for kill in range(4):
+            side = kill % 2
+            await wait_until(_owns_partitions(logs[side][-1]), 120,
+                             f"{logs[side][-1].name} to own partitions")
+            await asyncio.sleep(rng.uniform(0.0, 3.0))  # mid-batch, or between batches
+            workers[side].send_signal(signal.SIGKILL)
+            await asyncio.to_thread(workers[side].wait)
+            logs[side].append(tmp_path / f"worker-{'ab'[side]}-{len(logs[side])}.log")
+            workers[side] = _start_worker(settings, logs[side][-1])
         await sender
-        await wait_for_rows(settings.database_url, COUNT, 20_000, timeout=120)
-        worker.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(worker.wait, 60) == 0  # clean exit on SIGTERM
+        await wait_for_rows(dsn, COUNT, 20_000, timeout=180)
+        await wait_for_rows(dsn, "SELECT sum(next_offset) FROM projection_checkpoints",
+                            len(events) + len(resent), timeout=60)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            assert await asyncio.to_thread(worker.wait, 60) == 0  # clean exit on SIGTERM
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
-    assert await summaries(settings.database_url) == ground_truth(events)
-    applied = await fetchval(settings.database_url,
-                             "SELECT sum(next_offset) FROM projection_checkpoints")
-    assert applied == len(events) + len(resent)
+        sender.cancel()  # a no-op when it finished; stops it when the test failed early
+        await asyncio.gather(sender, return_exceptions=True)
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    assert await summaries(dsn) == ground_truth(events)
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await compare(conn) == []  # every summary column agrees with the records
+    finally:
+        await conn.close()
 
 
-async def _emit_slowly(settings: Settings, events: list, chunks: int) -> None:  # type: ignore[type-arg]
+def _owns_partitions(log: Path) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return b"usage: assigned" in await asyncio.to_thread(log.read_bytes)
+    return check
+
+
+async def _emit_slowly(
+    settings: Settings, events: list[UsageRecorded], chunks: int, pause: float
+) -> None:
     size = len(events) // chunks + 1
     for start in range(0, len(events), size):
         await emit(settings, events[start:start + size])
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(pause)
 
 
 async def test_two_workers_with_a_rebalance_in_the_middle(settings: Settings) -> None:
