@@ -17,7 +17,7 @@ from collections.abc import Callable
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ledger.events import parse_event
+from ledger.events import EventBase, parse_event
 from ledger.exceptions import EventDecodeError
 from ledger.invalidation import CHANNEL, Invalidation, encode
 from ledger.settings import Settings
@@ -90,32 +90,40 @@ class Rebuilder:
         self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer,
         targets: dict[TopicPartition, int], progress: Progress | None, total: int,
     ) -> None:
+        """Apply every record below each partition's target offset.
+
+        A partition is done when the consumer's position reaches the target, not when a
+        record does: the last offsets of a log may hold records the replay skips (undecodable
+        ones, tombstones) or none the consumer returns at all (transaction markers, records
+        compacted away), and no later record would ever come to move the position past them.
+        """
         pending = {tp for tp, end in targets.items() if self.positions[tp] < end}
         idle_polls = 0
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=self._batch_size)
-            idle_polls = 0 if batch else idle_polls + 1
-            if idle_polls > 30:
-                raise RebuildError(f"no records for 30s while replaying {sorted(pending)}")
             envelopes: list[Envelope] = []
             for tp, records in batch.items():
                 for record in records:
                     if record.offset >= targets[tp]:
                         break
-                    try:
-                        event = parse_event(record.value)
-                    except EventDecodeError:
-                        self.skipped += 1  # already a dead letter of the live projection
-                        continue
-                    if event.topic_family == self.projection.name:
+                    event = self._decode(record.value)
+                    if event is not None and event.topic_family == self.projection.name:
                         envelopes.append(Envelope(tp.topic, tp.partition, record.offset,
                                                   record.key, event, record.value))
-                    self.positions[tp] = record.offset + 1
-                if self.positions[tp] >= targets[tp]:
+            moved = False
+            for tp in sorted(pending):
+                # Past every record returned and every control batch or gap skipped.
+                position = min(await consumer.position(tp), targets[tp])
+                moved = moved or position > self.positions[tp]
+                self.positions[tp] = position
+                if position >= targets[tp]:
                     pending.discard(tp)
                     consumer.pause(tp)
                     # getmany moved past records we left unread; the swap's catch-up needs them
-                    consumer.seek(tp, self.positions[tp])
+                    consumer.seek(tp, position)
+            idle_polls = 0 if moved else idle_polls + 1
+            if idle_polls > 30:
+                raise RebuildError(f"no records for 30s while replaying {sorted(pending)}")
             if envelopes:
                 await self.projection.prepare(conn, envelopes)
                 async with conn.transaction():
@@ -124,6 +132,17 @@ class Rebuilder:
                 self.skipped += len(result.failures)
             if progress is not None:
                 progress(sum(self.positions.values()), total)
+
+    def _decode(self, value: bytes | None) -> EventBase | None:
+        """The event in a record's value, or None (counted as skipped) when there is none."""
+        if value is None:  # a tombstone: carries no event
+            self.skipped += 1
+            return None
+        try:
+            return parse_event(value)
+        except EventDecodeError:
+            self.skipped += 1  # already a dead letter of the live projection
+            return None
 
     async def _swap(self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer) -> None:
         old = f"replaced_{self.projection.name}"
