@@ -1,12 +1,15 @@
 """Rebuilder: replay a topic from its start into fresh tables, then swap them in atomically.
 
+0. Refuse (``projections.rebuild_checks``) when the log no longer holds what the live tables
+   were projected from: swapping in would make the loss permanent.
 1. Create the projection's tables in a scratch schema (``LIKE ... INCLUDING ALL``).
 2. Replay the topic from the log start into them (``search_path`` puts the scratch schema
    first, so the projection's own SQL writes there); the live tables keep serving reads and
    the live projector keeps running.
 3. Swap in ONE transaction: take the projection's advisory lock exclusively (live batches take
-   it shared, so none is half-way), catch up to the live checkpoints, move the live tables out
-   and the rebuilt ones in, restore index names, align the checkpoints, NOTIFY a full flush.
+   it shared, so none is half-way), catch up to the live checkpoints, refuse if the rebuilt
+   tables hold fewer events than the live ones, move the live tables out and the rebuilt ones
+   in, restore index names, align the checkpoints, NOTIFY a full flush.
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ from ledger.invalidation import CHANNEL, Invalidation, encode
 from ledger.settings import Settings
 from projections.base import Envelope, Projection, lock_key
 from projections.exceptions import RebuildError
+from projections.rebuild_checks import (
+    PREFLIGHT_CHECKS,
+    SWAP_CHECKS,
+    SwapFacts,
+    count_events,
+    first_refusal,
+    gather_facts,
+)
 
 Progress = Callable[[int, int], None]  # (applied so far, total to replay)
 _EXTRA_DDL = {
@@ -45,12 +56,16 @@ class Rebuilder:
         self.skipped = 0
 
     async def run(self, progress: Progress | None = None) -> int:
+        """Replay and swap in; the events applied.
+
+        Raises :class:`RebuildError` (one line; the live tables untouched) when a refusal
+        check in ``projections.rebuild_checks`` finds the log no longer holds what the live
+        tables were projected from.
+        """
         conn = await asyncpg.connect(self._dsn)
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            await self._create_scratch(conn)
-            await conn.execute(f"SET search_path = {self.scratch}, public")
             partitions = [TopicPartition(self.topic, p)
                           for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
             if not partitions:
@@ -61,17 +76,36 @@ class Rebuilder:
                 consumer.seek(tp, starts[tp])
                 self.positions[tp] = starts[tp]
             targets = await _high_watermarks(consumer, partitions)
+            facts = await gather_facts(
+                conn, self.projection.name, self.topic,
+                {tp.partition: offset for tp, offset in starts.items()},
+                {tp.partition: offset for tp, offset in targets.items()})
+            self._stop_if(await first_refusal(PREFLIGHT_CHECKS, facts))
             total = sum(targets[tp] - starts[tp] for tp in partitions)
+            await self._rebuild(conn, consumer, targets, progress, total)
+            return self.applied
+        finally:
+            await consumer.stop()
+            await conn.close()
+
+    async def _rebuild(
+        self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer,
+        targets: dict[TopicPartition, int], progress: Progress | None, total: int,
+    ) -> None:
+        try:
+            await self._create_scratch(conn)
+            await conn.execute(f"SET search_path = {self.scratch}, public")
             await self._replay_until(conn, consumer, targets, progress, total)
             await self._swap(conn, consumer)
-            return self.applied
         except BaseException:
             await conn.execute("RESET search_path")
             await conn.execute(f"DROP SCHEMA IF EXISTS {self.scratch} CASCADE")
             raise
-        finally:
-            await consumer.stop()
-            await conn.close()
+
+    def _stop_if(self, refusal: str | None) -> None:
+        if refusal is not None:
+            raise RebuildError(f"rebuild of {self.projection.name} refused, live tables "
+                               f"untouched: {refusal}")
 
     async def _create_scratch(self, conn: asyncpg.Connection) -> None:
         await conn.execute(f"DROP SCHEMA IF EXISTS {self.scratch} CASCADE")
@@ -158,6 +192,11 @@ class Rebuilder:
             for tp in behind:
                 consumer.resume(tp)
             await self._replay_until(conn, consumer, behind, None, 0)
+            # Under the exclusive lock the live tables cannot move: compare, then swap or not.
+            name = self.projection.name
+            self._stop_if(await first_refusal(SWAP_CHECKS, SwapFacts(
+                name, self.topic, await count_events(conn, name, "public"),
+                await count_events(conn, name, self.scratch))))
             await conn.execute("RESET search_path")
             await conn.execute(f"CREATE SCHEMA {old}")
             names = await _index_names(conn, self.projection.tables())

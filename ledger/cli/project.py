@@ -112,7 +112,11 @@ def dlq_replay(
 def rebuild(
     projection: str = typer.Argument(..., help="usage, keys or catalog"),
 ) -> None:
-    """Replay the topic from its start into fresh tables and swap them in atomically."""
+    """Replay the topic from its start into fresh tables and swap them in atomically.
+
+    Refused (one line, exit 1, live tables untouched) when the log no longer holds what the
+    live tables were projected from.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from projections.rebuild import Rebuilder
@@ -120,13 +124,18 @@ def rebuild(
     rebuilder = Rebuilder(make_projection(projection), context.settings(),
                           dsn=context.database_url(),
                           bootstrap_servers=context.kafka_bootstrap_servers())
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(f"replaying {rebuilder.topic}", total=None)
+    bar = Progress("[progress.description]{task.description}", BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    task = bar.add_task(f"replaying {rebuilder.topic}", total=None)
 
-        def report(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def report(done: int, total: int) -> None:
+        if not bar.live.is_started:  # not before the refusal checks passed
+            bar.start()
+        bar.update(task, completed=done, total=total)
 
+    try:
         applied = asyncio.run(rebuilder.run(report))
+    finally:
+        bar.stop()
     console.print(f"rebuilt {projection}: {applied} events applied, {rebuilder.skipped} skipped "
-                  "(dead letters); swapped in atomically")
+                  "(poison or empty records); swapped in atomically")
