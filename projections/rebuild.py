@@ -29,10 +29,11 @@ from projections.exceptions import RebuildError
 from projections.rebuild_checks import (
     PREFLIGHT_CHECKS,
     SWAP_CHECKS,
+    LogFacts,
     SwapFacts,
     count_events,
     first_refusal,
-    gather_facts,
+    read_live,
 )
 
 Progress = Callable[[int, int], None]  # (applied so far, total to replay)
@@ -70,16 +71,17 @@ class Rebuilder:
                           for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
             if not partitions:
                 raise RebuildError(f"topic {self.topic} does not exist")
+            live = await read_live(conn, self.projection.name, self.topic)  # before the log
             consumer.assign(partitions)
             starts = await consumer.beginning_offsets(partitions)
             for tp in partitions:
                 consumer.seek(tp, starts[tp])
                 self.positions[tp] = starts[tp]
             targets = await _high_watermarks(consumer, partitions)
-            facts = await gather_facts(
-                conn, self.projection.name, self.topic,
-                {tp.partition: offset for tp, offset in starts.items()},
-                {tp.partition: offset for tp, offset in targets.items()})
+            facts = LogFacts(self.projection.name, self.topic,
+                             {tp.partition: offset for tp, offset in starts.items()},
+                             {tp.partition: offset for tp, offset in targets.items()},
+                             live.checkpoints, live.events)
             self._stop_if(await first_refusal(PREFLIGHT_CHECKS, facts))
             total = sum(targets[tp] - starts[tp] for tp in partitions)
             await self._rebuild(conn, consumer, targets, progress, total)

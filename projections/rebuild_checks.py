@@ -7,10 +7,11 @@ line saying why the rebuild is refused, or None; the first refusal stops the reb
 live tables untouched.
 
 ``PREFLIGHT_CHECKS`` run before anything is replayed, on :class:`LogFacts`. A check that needs
-more facts adds a field to ``LogFacts`` and reads it in :func:`gather_facts` — the
-log-identity check ("not the log the live checkpoints came from", an anchor stored with the
-checkpoints) belongs there. ``SWAP_CHECKS`` run inside the swap transaction, once the rebuilt
-tables have caught up with the live checkpoints, on :class:`SwapFacts`.
+more facts adds a field to ``LogFacts``, read in :func:`read_live` (PostgreSQL) or by the
+Rebuilder (the log) — the log-identity check ("not the log the live checkpoints came from",
+an anchor stored with the checkpoints) belongs there. ``SWAP_CHECKS`` run inside the swap
+transaction, once the rebuilt tables have caught up with the live checkpoints, on
+:class:`SwapFacts`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ EVENT_TABLES = {
     "keys": "api_keys",  # one row per created key; revoking keeps the row
     "catalog": "model_price_history",  # one row per (model, valid_from) ever upserted
 }
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSide:
+    checkpoints: dict[int, int]  # partition -> the live projection's next offset
+    events: int  # lower bound of the events the live tables hold (EVENT_TABLES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +68,17 @@ async def count_events(conn: asyncpg.Connection, projection: str, schema: str) -
     return int(await conn.fetchval(f"SELECT count(*) FROM {schema}.{EVENT_TABLES[projection]}"))
 
 
-async def gather_facts(
-    conn: asyncpg.Connection, projection: str, topic: str,
-    starts: dict[int, int], ends: dict[int, int],
-) -> LogFacts:
+async def read_live(conn: asyncpg.Connection, projection: str, topic: str) -> LiveSide:
+    """The live checkpoints and events, read BEFORE the log's starts and ends.
+
+    A live worker moves a checkpoint only up to a log end it has seen, so checkpoints read
+    first are within the ends read after them unless the log lost records; read the other
+    way round, traffic arriving in between would look like a lost log.
+    """
     rows = await conn.fetch(
         "SELECT partition, next_offset FROM projection_checkpoints "
         "WHERE projection = $1 AND topic = $2", projection, topic)
-    return LogFacts(projection, topic, starts, ends,
-                    {row["partition"]: row["next_offset"] for row in rows},
+    return LiveSide({row["partition"]: row["next_offset"] for row in rows},
                     await count_events(conn, projection, "public"))
 
 

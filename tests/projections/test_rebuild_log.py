@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 import pytest
@@ -26,6 +27,7 @@ from aiokafka.record.default_records import DefaultRecordBase, DefaultRecordBatc
 from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
 from projections import PROJECTION_NAMES, RebuildError, make_projection
+from projections import rebuild as rebuild_module
 from projections.rebuild import Rebuilder
 from projections.rebuild_checks import EVENT_TABLES, PREFLIGHT_CHECKS, LogFacts, first_refusal
 from projections.status import log_ends
@@ -249,3 +251,28 @@ async def test_rebuild_command_reports_the_swap(settings: Settings) -> None:
     assert result.returncode == 0, result.stderr
     assert "rebuilt usage: 50 events applied, 1 skipped" in result.stdout
     assert settings.database_url and await fetchval(settings.database_url, COUNT) == 50
+
+
+async def test_traffic_while_the_rebuild_reads_the_log_is_not_a_lost_log(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Live checkpoints moving past the log ends the rebuild has just read are no refusal."""
+    rng = random.Random(37)
+    keys = [uuid.uuid4() for _ in range(8)]
+    await emit(settings, random_usage(rng, keys, 200))
+    assert settings.database_url and settings.kafka_bootstrap_servers
+    read_log_ends = rebuild_module._high_watermarks
+
+    async def then_traffic(consumer: Any, partitions: list[TopicPartition]) -> Any:
+        ends = await read_log_ends(consumer, partitions)
+        await emit(settings, random_usage(rng, keys, 200))
+        assert settings.database_url
+        await wait_for_rows(settings.database_url, CHECKPOINTS, 400)  # the live worker's
+        return ends
+
+    monkeypatch.setattr(rebuild_module, "_high_watermarks", then_traffic)
+    async with running_worker(settings, ("usage",)):
+        await wait_for_rows(settings.database_url, CHECKPOINTS, 200)
+        await Rebuilder(make_projection("usage"), settings, dsn=settings.database_url,
+                        bootstrap_servers=settings.kafka_bootstrap_servers).run()
+    assert await fetchval(settings.database_url, COUNT) == 400  # caught up at the swap
