@@ -86,3 +86,7 @@ class MigrationError(LedgerError):
 
 class DevStackError(LedgerError):
     """The embedded dev stack could not start or stop (port taken, binary missing...)."""
+
+
+class TopicError(LedgerError):
+    """The broker refused to create a topic (e.g. more replicas than brokers)."""

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger.exceptions import SettingsError
@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     topic_usage_partitions: int = Field(default=12, ge=1)
     topic_keys_partitions: int = Field(default=3, ge=1)
     topic_catalog_partitions: int = Field(default=1, ge=1)
+    # Rebuilds replay the whole log, so topics keep everything (-1) unless told otherwise.
+    topic_retention_ms: int = Field(default=-1, ge=-1, description="-1 keeps records forever")
+    topic_replication_factor: int = Field(default=1, ge=1, description="1 for the embedded stack")
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
     consumer_group: str = Field(default="ledger-projector", min_length=1)
 
     ledger_home: Path = Field(
@@ -85,6 +89,15 @@ class Settings(BaseSettings):
     )
     dev_postgres_port: int = Field(default=55432, ge=1, le=65535)
     dev_kafka_port: int = Field(default=59092, ge=1, le=65535)
+
+    @field_validator("topic_min_insync_replicas")
+    @classmethod
+    def _insync_within_replicas(cls, value: int, info: ValidationInfo) -> int:
+        replicas = info.data.get("topic_replication_factor")
+        if replicas is not None and value > replicas:
+            # A topic that can never have enough replicas in sync refuses every acks=all write.
+            raise ValueError(f"must not exceed TOPIC_REPLICATION_FACTOR ({replicas})")
+        return value
 
     @property
     def resolved_spool_dir(self) -> Path:

@@ -1,12 +1,15 @@
 """Rebuilder: replay a topic from its start into fresh tables, then swap them in atomically.
 
+0. Refuse (``projections.rebuild_checks``) when the log no longer holds what the live tables
+   were projected from: swapping in would make the loss permanent.
 1. Create the projection's tables in a scratch schema (``LIKE ... INCLUDING ALL``).
 2. Replay the topic from the log start into them (``search_path`` puts the scratch schema
    first, so the projection's own SQL writes there); the live tables keep serving reads and
    the live projector keeps running.
 3. Swap in ONE transaction: take the projection's advisory lock exclusively (live batches take
-   it shared, so none is half-way), catch up to the live checkpoints, move the live tables out
-   and the rebuilt ones in, restore index names, align the checkpoints, NOTIFY a full flush.
+   it shared, so none is half-way), catch up to the live checkpoints, refuse if the rebuilt
+   tables hold fewer events than the live ones, move the live tables out and the rebuilt ones
+   in, restore index names, align the checkpoints, NOTIFY a full flush.
 """
 
 from __future__ import annotations
@@ -17,12 +20,23 @@ from collections.abc import Callable
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ledger.events import parse_event
+from ledger.events import EventBase, parse_event
 from ledger.exceptions import EventDecodeError
 from ledger.invalidation import CHANNEL, Invalidation, encode
 from ledger.settings import Settings
 from projections.base import Envelope, Projection, lock_key
 from projections.exceptions import RebuildError
+from projections.logidentity import LogProbe, Verdict
+from projections.rebuild_checks import (
+    PREFLIGHT_CHECKS,
+    SWAP_CHECKS,
+    LiveSide,
+    LogFacts,
+    SwapFacts,
+    count_events,
+    first_refusal,
+    read_live,
+)
 
 Progress = Callable[[int, int], None]  # (applied so far, total to replay)
 _EXTRA_DDL = {
@@ -45,33 +59,67 @@ class Rebuilder:
         self.skipped = 0
 
     async def run(self, progress: Progress | None = None) -> int:
+        """Replay and swap in; the events applied.
+
+        Raises :class:`RebuildError` (one line; the live tables untouched) when a refusal
+        check in ``projections.rebuild_checks`` finds the log no longer holds what the live
+        tables were projected from.
+        """
         conn = await asyncpg.connect(self._dsn)
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            await self._create_scratch(conn)
-            await conn.execute(f"SET search_path = {self.scratch}, public")
             partitions = [TopicPartition(self.topic, p)
                           for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
             if not partitions:
                 raise RebuildError(f"topic {self.topic} does not exist")
+            live = await read_live(conn, self.projection.name, self.topic)  # before the log
             consumer.assign(partitions)
             starts = await consumer.beginning_offsets(partitions)
             for tp in partitions:
                 consumer.seek(tp, starts[tp])
                 self.positions[tp] = starts[tp]
             targets = await _high_watermarks(consumer, partitions)
+            facts = LogFacts(self.projection.name, self.topic,
+                             {tp.partition: offset for tp, offset in starts.items()},
+                             {tp.partition: offset for tp, offset in targets.items()},
+                             live.checkpoints, live.events, await self._verify(live))
+            self._stop_if(await first_refusal(PREFLIGHT_CHECKS, facts))
             total = sum(targets[tp] - starts[tp] for tp in partitions)
+            await self._rebuild(conn, consumer, targets, progress, total)
+            return self.applied
+        finally:
+            await consumer.stop()
+            await conn.close()
+
+    async def _verify(self, live: LiveSide) -> dict[int, Verdict]:
+        """Is each partition's log the one the live checkpoint's anchor names?"""
+        probe = LogProbe(self._bootstrap)
+        try:
+            verdicts = await probe.check({TopicPartition(self.topic, p): anchor
+                                          for p, anchor in live.anchors.items()})
+        finally:
+            await probe.close()
+        return {tp.partition: verdict for tp, verdict in verdicts.items()}
+
+    async def _rebuild(
+        self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer,
+        targets: dict[TopicPartition, int], progress: Progress | None, total: int,
+    ) -> None:
+        try:
+            await self._create_scratch(conn)
+            await conn.execute(f"SET search_path = {self.scratch}, public")
             await self._replay_until(conn, consumer, targets, progress, total)
             await self._swap(conn, consumer)
-            return self.applied
         except BaseException:
             await conn.execute("RESET search_path")
             await conn.execute(f"DROP SCHEMA IF EXISTS {self.scratch} CASCADE")
             raise
-        finally:
-            await consumer.stop()
-            await conn.close()
+
+    def _stop_if(self, refusal: str | None) -> None:
+        if refusal is not None:
+            raise RebuildError(f"rebuild of {self.projection.name} refused, live tables "
+                               f"untouched: {refusal}")
 
     async def _create_scratch(self, conn: asyncpg.Connection) -> None:
         await conn.execute(f"DROP SCHEMA IF EXISTS {self.scratch} CASCADE")
@@ -90,32 +138,40 @@ class Rebuilder:
         self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer,
         targets: dict[TopicPartition, int], progress: Progress | None, total: int,
     ) -> None:
+        """Apply every record below each partition's target offset.
+
+        A partition is done when the consumer's position reaches the target, not when a
+        record does: the last offsets of a log may hold records the replay skips (undecodable
+        ones, tombstones) or none the consumer returns at all (transaction markers, records
+        compacted away), and no later record would ever come to move the position past them.
+        """
         pending = {tp for tp, end in targets.items() if self.positions[tp] < end}
         idle_polls = 0
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=self._batch_size)
-            idle_polls = 0 if batch else idle_polls + 1
-            if idle_polls > 30:
-                raise RebuildError(f"no records for 30s while replaying {sorted(pending)}")
             envelopes: list[Envelope] = []
             for tp, records in batch.items():
                 for record in records:
                     if record.offset >= targets[tp]:
                         break
-                    try:
-                        event = parse_event(record.value)
-                    except EventDecodeError:
-                        self.skipped += 1  # already a dead letter of the live projection
-                        continue
-                    if event.topic_family == self.projection.name:
+                    event = self._decode(record.value)
+                    if event is not None and event.topic_family == self.projection.name:
                         envelopes.append(Envelope(tp.topic, tp.partition, record.offset,
                                                   record.key, event, record.value))
-                    self.positions[tp] = record.offset + 1
-                if self.positions[tp] >= targets[tp]:
+            moved = False
+            for tp in sorted(pending):
+                # Past every record returned and every control batch or gap skipped.
+                position = min(await consumer.position(tp), targets[tp])
+                moved = moved or position > self.positions[tp]
+                self.positions[tp] = position
+                if position >= targets[tp]:
                     pending.discard(tp)
                     consumer.pause(tp)
                     # getmany moved past records we left unread; the swap's catch-up needs them
-                    consumer.seek(tp, self.positions[tp])
+                    consumer.seek(tp, position)
+            idle_polls = 0 if moved else idle_polls + 1
+            if idle_polls > 30:
+                raise RebuildError(f"no records for 30s while replaying {sorted(pending)}")
             if envelopes:
                 await self.projection.prepare(conn, envelopes)
                 async with conn.transaction():
@@ -124,6 +180,17 @@ class Rebuilder:
                 self.skipped += len(result.failures)
             if progress is not None:
                 progress(sum(self.positions.values()), total)
+
+    def _decode(self, value: bytes | None) -> EventBase | None:
+        """The event in a record's value, or None (counted as skipped) when there is none."""
+        if value is None:  # a tombstone: carries no event
+            self.skipped += 1
+            return None
+        try:
+            return parse_event(value)
+        except EventDecodeError:
+            self.skipped += 1  # already a dead letter of the live projection
+            return None
 
     async def _swap(self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer) -> None:
         old = f"replaced_{self.projection.name}"
@@ -139,6 +206,11 @@ class Rebuilder:
             for tp in behind:
                 consumer.resume(tp)
             await self._replay_until(conn, consumer, behind, None, 0)
+            # Under the exclusive lock the live tables cannot move: compare, then swap or not.
+            name = self.projection.name
+            self._stop_if(await first_refusal(SWAP_CHECKS, SwapFacts(
+                name, self.topic, await count_events(conn, name, "public"),
+                await count_events(conn, name, self.scratch))))
             await conn.execute("RESET search_path")
             await conn.execute(f"CREATE SCHEMA {old}")
             names = await _index_names(conn, self.projection.tables())

@@ -1,13 +1,16 @@
-"""Checkpoints, log ends and lag per projection and partition, for ``ledger status``."""
+"""Checkpoints, log ends and lag per projection and partition, and topics that differ from
+the settings, for ``ledger status``."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ledger.settings import Settings
+from ledger.topics import TopicDifference, topic_differences, topic_specs
 from projections.deadletters import count_by_reason
 from projections.registry import PROJECTION_NAMES, make_projection
 
@@ -34,6 +37,9 @@ async def log_ends(bootstrap_servers: str, topics: list[str]) -> dict[TopicParti
         partitions = [TopicPartition(t, p) for t in topics
                       for p in sorted(consumer.partitions_for_topic(t) or ())]
         if not partitions:
+            # Let the consumer's background task start: stopping it before its first step
+            # raises CancelledError out of stop() (aiokafka), a traceback for `ledger status`.
+            await asyncio.sleep(0)
             return {}
         consumer.assign(partitions)
         starts = await consumer.beginning_offsets(partitions)
@@ -67,3 +73,8 @@ async def projection_status(
         result.append(PartitionStatus(row["projection"], row["topic"], row["partition"],
                                       row["next_offset"], end, lag))
     return result, dead
+
+
+async def topic_configuration(settings: Settings, bootstrap_servers: str) -> list[TopicDifference]:
+    """How the ledger's topics differ from the settings (retention, replication, ...)."""
+    return await topic_differences(bootstrap_servers, topic_specs(settings))

@@ -50,3 +50,19 @@ def test_ledger_services_use_only_real_setting_names() -> None:
         assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:5432/" in env[
             "DATABASE_URL"]
         Settings(**{k.lower(): v for k, v in env.items()})  # every value parses
+
+
+def test_topic_settings_keep_history_and_fit_the_brokers_of_the_compose() -> None:
+    services = _compose()["services"]
+    brokers = [s for s in services.values() if str(s.get("image", "")).startswith(
+        "apache/kafka:") and "broker" in s["environment"]["KAFKA_PROCESS_ROLES"]]
+    for name in ("projector", "migrate"):
+        env = services[name]["environment"]
+        # Spelled out, so whoever deploys it sees what to change for production.
+        assert {"TOPIC_RETENTION_MS", "TOPIC_REPLICATION_FACTOR",
+                "TOPIC_MIN_INSYNC_REPLICAS"} <= set(env)
+        settings = Settings(**{k.lower(): v for k, v in env.items()})
+        assert settings.topic_retention_ms == -1  # a rebuild replays the log from offset 0
+        # More replicas than brokers and `ledger topics ensure` fails to create the topics.
+        assert settings.topic_replication_factor <= len(brokers)
+        assert settings.topic_min_insync_replicas <= settings.topic_replication_factor

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ledger.cli import context
 from ledger.migrate import Migrator
-from ledger.topics import describe_topics, ensure_topics, topic_specs
+from ledger.topics import describe_topics, ensure_topics, topic_differences, topic_specs
 
 app = typer.Typer(
     help="The embedded dev stack (PostgreSQL 18 + Tansu broker).", no_args_is_help=True
@@ -30,13 +30,17 @@ def up() -> None:
     """Start what is not configured from outside, wait until it answers, create the topics."""
     stack = context.stack()
     stack.up()
-    created = asyncio.run(ensure_topics(stack.kafka_bootstrap_servers, topic_specs(stack.settings)))
+    specs = topic_specs(stack.settings)
+    created = asyncio.run(ensure_topics(stack.kafka_bootstrap_servers, specs))
+    differences = asyncio.run(topic_differences(stack.kafka_bootstrap_servers, specs))
     state = stack.state()
     for service in (state.postgres, state.kafka):
         how = "started/running" if service.managed else "configured (not managed)"
         console.print(f"{service.name}: {how} at {service.url}")
     if created:
         console.print(f"topics created: {', '.join(created)}")
+    for difference in differences:  # a dev stack still starts; `topics ensure` exits 2
+        console.print(f"topic differs from settings: {difference}")
 
 
 @app.command()
@@ -129,9 +133,20 @@ async def _migrate() -> list[str]:
 
 @topics_app.command("ensure")
 def topics_ensure() -> None:
-    """Create the usage, keys and catalog topics if they do not exist."""
+    """Create the usage, keys and catalog topics if they do not exist; check existing ones.
+
+    Exit status 2 when an existing topic differs from the settings (one line each on
+    stderr): a shorter retention would make a rebuild lose history, so a deployment that
+    runs this before the projectors stops there.
+    """
     specs = topic_specs(context.settings())
-    created = asyncio.run(ensure_topics(context.kafka_bootstrap_servers(), specs))
+    bootstrap = context.kafka_bootstrap_servers()
+    created = asyncio.run(ensure_topics(bootstrap, specs))
+    differences = asyncio.run(topic_differences(bootstrap, specs))
     for spec in specs:
         mark = "created" if spec.name in created else "exists"
         console.print(f"{spec.name}: {spec.partitions} partitions ({mark})")
+    for difference in differences:
+        typer.echo(f"differs: {difference}", err=True)
+    if differences:
+        raise typer.Exit(2)

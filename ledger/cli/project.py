@@ -14,7 +14,7 @@ from ledger.cli import context
 from projections import PROJECTION_NAMES, ProjectorWorker, lognoise, make_projection
 from projections.deadletters import DeadLetter, list_dead_letters
 from projections.replay import replay_dead_letters
-from projections.status import projection_status
+from projections.status import projection_status, topic_configuration
 
 console = Console()
 dlq_app = typer.Typer(help="Dead letters: poison events kept whole.", no_args_is_help=True)
@@ -50,9 +50,11 @@ def project(
 
 
 def status() -> None:
-    """Per projection and partition: checkpoint, log end, lag; dead-letter counts."""
+    """Per projection and partition: checkpoint, log end, lag; dead letters; topic config."""
     rows, dead = asyncio.run(projection_status(
         context.settings(), context.database_url(), context.kafka_bootstrap_servers()))
+    differences = asyncio.run(topic_configuration(context.settings(),
+                                                  context.kafka_bootstrap_servers()))
     table = Table(title="projections")
     for column in ("projection", "topic", "partition", "checkpoint", "log end", "lag"):
         table.add_column(column, justify="right" if column != "projection" else "left")
@@ -67,6 +69,11 @@ def status() -> None:
     for projection_name, kind, count in dead:
         dl.add_row(projection_name, kind, str(count))
     console.print(dl)
+    # Informational here (exit 0); `ledger topics ensure` exits 2 on the same differences.
+    if not differences:
+        console.print("topics: configuration matches the settings")
+    for difference in differences:
+        console.print(f"topic differs: {difference}", soft_wrap=True)
 
 
 @dlq_app.command("list")
@@ -109,7 +116,11 @@ def dlq_replay(
 def rebuild(
     projection: str = typer.Argument(..., help="usage, keys or catalog"),
 ) -> None:
-    """Replay the topic from its start into fresh tables and swap them in atomically."""
+    """Replay the topic from its start into fresh tables and swap them in atomically.
+
+    Refused (one line, exit 1, live tables untouched) when the log no longer holds what the
+    live tables were projected from.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from projections.rebuild import Rebuilder
@@ -117,13 +128,18 @@ def rebuild(
     rebuilder = Rebuilder(make_projection(projection), context.settings(),
                           dsn=context.database_url(),
                           bootstrap_servers=context.kafka_bootstrap_servers())
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(f"replaying {rebuilder.topic}", total=None)
+    bar = Progress("[progress.description]{task.description}", BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    task = bar.add_task(f"replaying {rebuilder.topic}", total=None)
 
-        def report(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def report(done: int, total: int) -> None:
+        if not bar.live.is_started:  # not before the refusal checks passed
+            bar.start()
+        bar.update(task, completed=done, total=total)
 
+    try:
         applied = asyncio.run(rebuilder.run(report))
+    finally:
+        bar.stop()
     console.print(f"rebuilt {projection}: {applied} events applied, {rebuilder.skipped} skipped "
-                  "(dead letters); swapped in atomically")
+                  "(poison or empty records); swapped in atomically")
