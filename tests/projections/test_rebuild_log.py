@@ -28,8 +28,8 @@ from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
 from projections import PROJECTION_NAMES, RebuildError, make_projection
 from projections import rebuild as rebuild_module
-from projections.rebuild import Rebuilder
 from projections.logidentity import Verdict
+from projections.rebuild import Rebuilder
 from projections.rebuild_checks import EVENT_TABLES, PREFLIGHT_CHECKS, LogFacts, first_refusal
 from projections.status import log_ends
 from tests.projections.helpers import (
