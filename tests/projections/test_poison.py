@@ -24,6 +24,7 @@ from confluent_kafka import Producer
 from ledger.events import UsageRecorded, dump_event
 from ledger.settings import Settings
 from projections.base import Envelope
+from projections.status import log_ends
 from projections.usage import UsageProjection
 from tests.projections.helpers import (
     emit,
@@ -153,6 +154,19 @@ async def test_a_batch_that_cannot_be_read_is_one_dead_letter_and_the_partition_
     assert f"{settings.topic_usage}[" in row["error"] and "offsets 10..59" in row["error"]
     assert row["offset"] == 10
     assert await summaries(settings.database_url) == ground_truth(plain + later)
+
+
+async def test_status_reads_a_log_ending_in_a_batch_it_cannot_decode(
+    settings: Settings, without_snappy: None
+) -> None:
+    """`ledger status` fetches the last batch of each log for its end: it must not crash."""
+    assert settings.kafka_bootstrap_servers
+    key = uuid.uuid4()
+    await emit(settings, [usage_event(key) for _ in range(5)])
+    await asyncio.to_thread(_produce_with, settings.kafka_bootstrap_servers,
+                            settings.topic_usage, "snappy", [usage_event(key) for _ in range(30)])
+    ends = await log_ends(settings.kafka_bootstrap_servers, [settings.topic_usage])
+    assert sum(ends.values()) == 35
 
 
 async def test_same_event_id_with_another_payload_is_a_conflicting_duplicate(
