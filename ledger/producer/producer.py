@@ -150,9 +150,8 @@ class LedgerProducer:
         if self._state != "new":
             raise ProducerClosedError(f"producer cannot start from state {self._state}")
         if self.spool_dir is not None:
+            # Opening checks every frame; damage and torn tails are logged by the spool.
             self._spool = await asyncio.to_thread(Spool, self.spool_dir)
-            if self._spool.recovered_bytes:
-                log.warning("spool: dropped a torn tail of %d bytes", self._spool.recovered_bytes)
             if not self._spool.is_empty():
                 # A backlog from a previous run goes out before anything new.
                 self._enter_spooling()
