@@ -59,6 +59,8 @@ from ledger.producer.spooling import SpoolingMixin
 log = logging.getLogger(__name__)
 
 _SENDER_CHUNK = 10_000
+# What aiokafka accepts as compression_type, plus "none" (the KAFKA_COMPRESSION spelling).
+COMPRESSION_CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
 class LedgerProducer(SpoolingMixin):
@@ -87,6 +89,10 @@ class LedgerProducer(SpoolingMixin):
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
+        if compression_type is not None and compression_type not in COMPRESSION_CODECS:
+            raise ValueError(f"compression_type must be one of {', '.join(COMPRESSION_CODECS)}"
+                             f" or None, got {compression_type!r}")
+        self.compression_type = None if compression_type == "none" else compression_type
         self.bootstrap_servers = bootstrap_servers
         self.topics = topics if topics is not None else Topics()
         self.source = source
@@ -101,7 +107,7 @@ class LedgerProducer(SpoolingMixin):
             "acks": acks,
             "linger_ms": linger_ms,
             "max_batch_size": max_batch_size,
-            "compression_type": compression_type,
+            "compression_type": self.compression_type,
             "request_timeout_ms": request_timeout_ms,
             "retry_backoff_ms": retry_backoff_ms,
             # The embedded broker rejects InitProducerId; duplicates are deduplicated by
@@ -147,6 +153,9 @@ class LedgerProducer(SpoolingMixin):
             settings, "spool_dir", None
         )
         options: dict[str, Any] = {"topics": topics, "spool_dir": spool_dir}
+        compression = getattr(settings, "kafka_compression", None)
+        if compression is not None:
+            options["compression_type"] = compression
         options.update(overrides)
         return cls(str(bootstrap), **options)
 

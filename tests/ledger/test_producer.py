@@ -41,9 +41,11 @@ from ledger.exceptions import (
     ProducerClosedError,
     ProducerError,
     RecordRejectedError,
+    SettingsError,
 )
 from ledger.keys import generate_key
 from ledger.producer import Delivery, LedgerProducer, Spool, partition_for_key
+from ledger.settings import load_settings
 from tests.ledger.producer_helpers import (
     consume,
     create_topics,
@@ -311,3 +313,27 @@ async def test_a_stalled_spool_is_visible(
     assert "oldest spooled" in stalls[0].getMessage()
     # A closed producer is no longer reported.
     assert REGISTRY.get_sample_value("ledger_producer_spool_bytes", labels) is None
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
+async def test_compressed_batches_round_trip(kafka_bootstrap: str, codec: str) -> None:
+    topics = unique_topics()
+    await create_topics(kafka_bootstrap, topics)
+    settings = load_settings(kafka_bootstrap_servers=kafka_bootstrap, kafka_compression=codec,
+                             topic_usage=topics.usage, topic_keys=topics.keys,
+                             topic_catalog=topics.catalog)
+    producer = LedgerProducer.from_settings(settings)
+    assert producer.compression_type == (None if codec == "none" else codec)
+    async with producer:
+        events = [usage(producer, n) for n in range(200)]
+        for event in events:
+            await producer.emit(event)
+    messages = await consume(kafka_bootstrap, [topics.usage], 200)
+    assert sorted(m.value for m in messages) == sorted(dump_event(e) for e in events)
+
+
+def test_an_unknown_codec_is_refused_with_one_line() -> None:
+    with pytest.raises(SettingsError, match=r"^invalid setting KAFKA_COMPRESSION: .*brotli"):
+        load_settings(kafka_compression="brotli")
+    with pytest.raises(ValueError, match="compression_type"):
+        LedgerProducer("127.0.0.1:1", compression_type="brotli")
