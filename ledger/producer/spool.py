@@ -147,15 +147,18 @@ class Spool:
         size = os.fstat(self._fd).st_size
         if size and looks_like_format_1(self._fd, size):
             return self._migrate_format_1(size)
-        return self._repair(0, size)
+        # CRCs prove a frame intact; decoding every record here would double the time to
+        # open a large backlog. A CRC-valid frame that does not decode (a bug, not damage)
+        # is found by read(), which decodes and repairs.
+        return self._repair(0, size, decode=False)
 
-    def _repair(self, start: int, end: int) -> Recovery:
+    def _repair(self, start: int, end: int, *, decode: bool) -> Recovery:
         """Check every frame in [start, end); keep the intact ones, quarantine the rest."""
         frames: list[tuple[int, int]] = []
         damage: list[Damage] = []
         torn: TornTail | None = None
         oldest: int | None = None
-        for item in FrameScanner(self._fd, start, end):
+        for item in FrameScanner(self._fd, start, end, decode=decode):
             if isinstance(item, Frame):
                 frames.append((item.start, item.end))
                 if oldest is None:
@@ -318,8 +321,8 @@ class Spool:
         records: list[SpoolRecord] = []
         position = self._read_offset
         for item in FrameScanner(self._fd, self._read_offset, self._end):
-            if not isinstance(item, Frame):
-                self._repair(self._read_offset, self._end)
+            if not isinstance(item, Frame) or item.record is None:
+                self._repair(self._read_offset, self._end, decode=True)
                 return self.read(max_records) if not self.is_empty() else ([], self._end)
             records.append(item.record)
             position = item.end

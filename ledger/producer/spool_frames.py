@@ -79,57 +79,59 @@ def encode_record(record: SpoolRecord, spooled_at_ms: int) -> bytes:
     return frame_payload(encode_payload(record), spooled_at_ms)
 
 
-def decode_payload(payload: bytes | memoryview) -> SpoolRecord:
-    """The record in a CRC-valid payload; raises SpoolError if it is not well formed."""
+def decode_payload(payload: bytes, start: int = 0, end: int | None = None) -> SpoolRecord:
+    """The record in the CRC-valid payload ``payload[start:end]``; raises SpoolError if it
+    is not well formed. Reads the buffer in place: no copy of the payload first."""
     try:
-        return _decode(memoryview(payload))
+        return _decode(payload, start, len(payload) if end is None else end)
     except (struct.error, UnicodeDecodeError) as error:
         raise SpoolError(f"malformed spool record: {error}") from None
 
 
-def _decode(view: memoryview) -> SpoolRecord:
-    (version,) = _U8.unpack_from(view, 0)
+def _decode(data: bytes, start: int, end: int) -> SpoolRecord:
+    (version,) = _U8.unpack_from(data, start)
     if version != RECORD_FORMAT:
         raise SpoolError(f"unknown spool record format {version}")
-    position = 1
-    (topic_length,) = _U16.unpack_from(view, position)
+    position = start + 1
+    (topic_length,) = _U16.unpack_from(data, position)
     position += 2
-    topic = bytes(view[position : position + topic_length]).decode()
+    topic = data[position : position + topic_length].decode()
     position += topic_length
-    (key_length,) = _I32.unpack_from(view, position)
+    (key_length,) = _I32.unpack_from(data, position)
     position += 4
     key: bytes | None = None
     if key_length >= 0:
-        key = bytes(view[position : position + key_length])
+        key = data[position : position + key_length]
         position += key_length
-    (value_length,) = _U32.unpack_from(view, position)
+    (value_length,) = _U32.unpack_from(data, position)
     position += 4
-    value = bytes(view[position : position + value_length])
+    value = data[position : position + value_length]
     position += value_length
-    (header_count,) = _U16.unpack_from(view, position)
+    (header_count,) = _U16.unpack_from(data, position)
     position += 2
     headers: list[tuple[str, bytes]] = []
     for _ in range(header_count):
-        (name_length,) = _U16.unpack_from(view, position)
+        (name_length,) = _U16.unpack_from(data, position)
         position += 2
-        name = bytes(view[position : position + name_length]).decode()
+        name = data[position : position + name_length].decode()
         position += name_length
-        (header_length,) = _U32.unpack_from(view, position)
+        (header_length,) = _U32.unpack_from(data, position)
         position += 4
-        headers.append((name, bytes(view[position : position + header_length])))
+        headers.append((name, data[position : position + header_length]))
         position += header_length
-    if position != len(view) or len(value) != value_length:
+    if position != end:
         raise SpoolError("spool record length does not match its fields")
     return SpoolRecord(topic, key, value, headers)
 
 
 class Frame(NamedTuple):
-    """A whole, CRC-valid frame at [start, end) of the file."""
+    """A whole, CRC-valid frame at [start, end) of the file (``record`` is None when the
+    scanner was asked not to decode)."""
 
     start: int
     end: int
     spooled_at_ms: int
-    record: SpoolRecord
+    record: SpoolRecord | None
 
 
 class Damage(NamedTuple):
@@ -160,15 +162,17 @@ class FrameScanner:
     damage, which the caller quarantines rather than drops.
     """
 
-    def __init__(self, fd: int, start: int, end: int) -> None:
+    def __init__(self, fd: int, start: int, end: int, *, decode: bool = True) -> None:
         self._fd = fd
         self._start = start
         self._end = end
+        self._decode = decode
         self._base = start
         self._buffer = b""
 
-    def _view(self, position: int, size: int) -> memoryview | None:
-        """Bytes [position, position + size) of the file, or None past the scanned end."""
+    def _locate(self, position: int, size: int) -> int | None:
+        """The offset in the buffer of file bytes [position, position + size), reading
+        them if needed; None past the scanned end."""
         if position + size > self._end:
             return None
         offset = position - self._base
@@ -179,26 +183,32 @@ class FrameScanner:
             offset = 0
             if len(self._buffer) < size:
                 return None  # the file shrank under us: nothing more to read
-        return memoryview(self._buffer)[offset : offset + size]
+        return offset
 
     def _check(self, position: int) -> tuple[_Check, int, int, SpoolRecord | None]:
         """What is at ``position``: (verdict, frame end if the length is trusted, time, rec)."""
-        head = self._view(position, HEAD_SIZE)
+        head = self._locate(position, HEAD_SIZE)
         if head is None:
             return "short", 0, 0, None
-        magic, length, spooled_at, head_crc, payload_crc = _HEAD.unpack(head)
-        if magic != MAGIC or zlib.crc32(head[:_HEAD_CHECKED]) != head_crc:
+        buffer = self._buffer
+        magic, length, spooled_at, head_crc, payload_crc = _HEAD.unpack_from(buffer, head)
+        if magic != MAGIC or zlib.crc32(buffer[head : head + _HEAD_CHECKED]) != head_crc:
             return "bad", 0, 0, None
         if length > MAX_PAYLOAD_BYTES:
             return "bad", 0, 0, None
         end = position + HEAD_SIZE + length
         if end > self._end:
             return "runs_past_end", end, 0, None
-        payload = self._view(position + HEAD_SIZE, length)
-        if payload is None or zlib.crc32(payload) != payload_crc:
+        start = self._locate(position + HEAD_SIZE, length)
+        if start is None:
             return "bad_payload", end, 0, None
+        buffer = self._buffer  # _locate may have read a new window
+        if zlib.crc32(memoryview(buffer)[start : start + length]) != payload_crc:
+            return "bad_payload", end, 0, None
+        if not self._decode:
+            return "ok", end, spooled_at, None
         try:
-            record = decode_payload(payload)
+            record = decode_payload(buffer, start, start + length)
         except SpoolError:
             return "bad_payload", end, 0, None
         return "ok", end, spooled_at, record
@@ -224,7 +234,6 @@ class FrameScanner:
         while position < self._end:
             verdict, frame_end, spooled_at, record = self._check(position)
             if verdict == "ok":
-                assert record is not None
                 yield Frame(position, frame_end, spooled_at, record)
                 position = frame_end
                 continue

@@ -24,6 +24,7 @@ from ledger.producer.spool_frames import (
     FrameScanner,
     encode_payload,
     encode_record,
+    frame_payload,
 )
 from tests.ledger.producer_helpers import consume, create_topics, unique_topics
 
@@ -249,3 +250,21 @@ async def test_a_damaged_spool_resends_every_intact_event(
     messages = await consume(kafka_bootstrap, [topics.usage], 299)
     arrived = {parse_event(m.value).event_id for m in messages}
     assert arrived == {e.event_id for e in events} - {lost}
+
+
+def test_a_frame_that_checks_out_but_does_not_decode_is_quarantined_on_read(
+    tmp_path: Path,
+) -> None:
+    # Opening trusts the CRCs (it does not decode); reading decodes, and quarantines a
+    # frame that does not, instead of failing on it for ever.
+    good = [same_size_record(n) for n in range(3)]
+    nonsense = frame_payload(b"\x09not a record", spooled_at_ms=0)
+    (tmp_path / spool_module.SPOOL_FILE).write_bytes(
+        encode_record(good[0], 0) + nonsense + encode_record(good[1], 0)
+        + encode_record(good[2], 0))
+    spool = Spool(tmp_path)
+    assert not spool.recovery.changed_anything
+    assert spool.read(10)[0] == good
+    [quarantine] = quarantine_files(tmp_path)
+    assert quarantine.read_bytes() == nonsense
+    spool.close()
