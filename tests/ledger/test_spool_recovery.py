@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import tempfile
 import time
 import zlib
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.devstack.ports import free_port
 from ledger.events import parse_event
@@ -268,3 +271,51 @@ def test_a_frame_that_checks_out_but_does_not_decode_is_quarantined_on_read(
     [quarantine] = quarantine_files(tmp_path)
     assert quarantine.read_bytes() == nonsense
     spool.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=25),
+    damage=st.sampled_from(["flip", "cut", "insert"]),
+    where=st.floats(min_value=0, max_value=1, exclude_max=True),
+    length=st.integers(min_value=1, max_value=64),
+    noise=st.binary(min_size=1, max_size=64),
+)
+def test_random_damage_keeps_every_untouched_frame_and_invents_nothing(
+    sizes: list[int], damage: str, where: float, length: int, noise: bytes
+) -> None:
+    originals = [SpoolRecord("t", str(n).encode(), b"v" * size + str(n).encode(), [])
+                 for n, size in enumerate(sizes)]
+    with tempfile.TemporaryDirectory() as root:
+        directory = Path(root)
+        spool = Spool(directory)
+        bounds = []
+        for record in originals:  # one append each: frame boundaries from the file size
+            start = spool.pending_bytes
+            spool.append([record])
+            bounds.append((start, spool.pending_bytes))
+        spool.close()
+        path = directory / spool_module.SPOOL_FILE
+        data = bytearray(path.read_bytes())
+        position = int(where * len(data))
+        if damage == "flip":
+            data[position] ^= 0x20
+            touched = (position, position + 1)
+        elif damage == "cut":
+            del data[position : position + length]
+            touched = (position, position + length)
+        else:
+            data[position:position] = noise
+            touched = (position, position + 1)  # the frame split by the insertion, if any
+        path.write_bytes(bytes(data))
+        reopened = Spool(directory)
+        kept = reopened.read(len(originals) + 1)[0]
+        reopened.close()
+    # Nothing invented or reordered: the survivors are originals, in their order.
+    indexes = [originals.index(record) for record in kept]
+    assert indexes == sorted(set(indexes))
+    # Nothing lost that the damage did not touch.
+    untouched = {n for n, (start, end) in enumerate(bounds)
+                 if end <= touched[0] or start >= touched[1]
+                 or (damage == "insert" and start == position)}
+    assert untouched <= set(indexes)
