@@ -64,6 +64,13 @@ class ProducerClosedError(ProducerError):
     retriable = False
 
 
+class RecordRejectedError(ProducerError):
+    """The broker refused this record on its own for good (too large): it is not retried,
+    but kept in the spool's ``rejected/`` directory for an operator."""
+
+    retriable = False
+
+
 class SpoolError(ProducerError):
     """The local durable spool could not be opened, written or read."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +68,9 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str | None = Field(
         default=None, description="host:port[,host:port]; unset means the embedded dev stack"
+    )
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="none", description="compression of the batches the producer sends"
     )
     topic_usage: str = Field(default="ledger.usage", min_length=1)
     topic_keys: str = Field(default="ledger.keys", min_length=1)

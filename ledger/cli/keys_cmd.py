@@ -6,6 +6,8 @@ import asyncio
 import csv
 import io
 import json
+import logging
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ledger.cli import context
+from ledger.events import ApiKeyCreated, EventBase
 from ledger.keys import generate_key, hash_key
 from ledger.producer import LedgerProducer
 from readmodels import ApiKey, ReadModels
@@ -45,6 +48,50 @@ def _parse_expiry(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# Exit status of a key command whose event is durable in the spool but not in Kafka yet.
+EXIT_SPOOLED = 3
+# The CLI waits this long at exit for a spool backlog to drain to a broker that answers.
+_CLOSE_TIMEOUT_S = 5.0
+_ALLOW_SPOOLED = typer.Option(False, "--allow-spooled",
+                              help="exit 0 even if the event is only spooled, not delivered")
+
+
+def _quiet_producer_logs() -> None:
+    """The command's own last line says what happened to its event; aiokafka's error on
+    every reconnect attempt and the producer's retry messages would bury it. Spool
+    recovery (damage quarantined) still logs: that is worth a line of its own."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    for name in ("ledger.producer.producer", "ledger.producer.spooling"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+async def _emit_one(build: Callable[[LedgerProducer], EventBase]) -> tuple[EventBase, bool]:
+    """Emit one event; return it and whether it is still only in the spool at exit."""
+    _quiet_producer_logs()
+    producer = LedgerProducer.from_settings(context.resolved_settings(), source="ledger-cli",
+                                            close_timeout_s=_CLOSE_TIMEOUT_S)
+    async with producer:
+        event = build(producer)
+        delivery = await producer.emit_and_wait(event)
+    stats = producer.spool_stats()
+    # Spooled, then resent while close() waited for the spool to drain: delivered.
+    still_spooled = delivery.status == "spooled" and stats is not None and stats.pending_bytes > 0
+    return event, still_spooled
+
+
+def _spooled(what: str, consequence: str, allow_spooled: bool) -> None:
+    """Say plainly that the event is durable but not delivered; exit non-zero unless allowed."""
+    settings = context.resolved_settings()
+    message = (f"{what} is spooled in {settings.resolved_spool_dir}, not yet delivered to Kafka "
+               f"at {settings.kafka_bootstrap_servers}: {consequence} until a producer using "
+               f"that spool reaches the broker (any later `ledger keys` command does)")
+    if allow_spooled:
+        console.print(f"note: {message}", soft_wrap=True)
+        return
+    typer.echo(f"error: {message}; pass --allow-spooled to accept that", err=True)
+    raise typer.Exit(EXIT_SPOOLED)
+
+
 @keys_app.command("create")
 def create(
     name: str = typer.Option(..., help="a name people recognise"),
@@ -52,36 +99,44 @@ def create(
     models: str | None = typer.Option(None, help="allowed models, comma separated (default all)"),
     budget: Decimal | None = typer.Option(None, help="monthly budget in USD"),
     expires: str | None = typer.Option(None, help="YYYY-MM-DD or ISO time (UTC if no zone)"),
+    allow_spooled: bool = _ALLOW_SPOOLED,
 ) -> None:
-    """Create a key and print its plaintext ONCE; only its hash is stored."""
+    """Create a key and print its plaintext ONCE; only its hash is stored.
+
+    Exits 3 if the create event could only be spooled (the broker did not answer): the key
+    is printed, since it will work once the event is delivered, but does not work yet.
+    """
     plaintext = generate_key()
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else []
     expires_at = _parse_expiry(expires)
 
-    async def emit() -> UUID:
-        async with LedgerProducer.from_settings(context.resolved_settings(),
-                                                source="ledger-cli") as p:
-            event = p.events.create_key(name=name, key_hash=hash_key(plaintext), owner=owner,
-                                        allowed_models=allowed, max_budget_usd=budget,
-                                        expires_at=expires_at)
-            await p.emit_and_wait(event)
-            return event.api_key_id
+    def build(p: LedgerProducer) -> EventBase:
+        return p.events.create_key(name=name, key_hash=hash_key(plaintext), owner=owner,
+                                   allowed_models=allowed, max_budget_usd=budget,
+                                   expires_at=expires_at)
 
-    key_id = asyncio.run(emit())
-    console.print(f"key id:  {key_id}")
+    event, still_spooled = asyncio.run(_emit_one(build))
+    assert isinstance(event, ApiKeyCreated)
+    console.print(f"key id:  {event.api_key_id}")
     console.print(f"api key: {plaintext}")
     console.print("[bold]Store the api key now: it is not kept and cannot be shown again.[/]")
+    if still_spooled:
+        _spooled(f"the create event of key {event.api_key_id}", "the key does not work",
+                 allow_spooled)
 
 
 @keys_app.command("revoke")
-def revoke(key_id: UUID, reason: str | None = typer.Option(None)) -> None:
-    """Revoke a key for good; every read model refuses it once the projector applied it."""
-    async def emit() -> None:
-        async with LedgerProducer.from_settings(context.resolved_settings(),
-                                                source="ledger-cli") as p:
-            await p.emit_and_wait(p.events.revoke_key(api_key_id=key_id, reason=reason))
+def revoke(key_id: UUID, reason: str | None = typer.Option(None),
+           allow_spooled: bool = _ALLOW_SPOOLED) -> None:
+    """Revoke a key for good; every read model refuses it once the projector applied it.
 
-    asyncio.run(emit())
+    Exits 3 if the revocation could only be spooled: the key still works until then.
+    """
+    _, still_spooled = asyncio.run(_emit_one(
+        lambda p: p.events.revoke_key(api_key_id=key_id, reason=reason)))
+    if still_spooled:
+        _spooled(f"the revocation of key {key_id}", "the key still works", allow_spooled)
+        return
     console.print(f"revocation of {key_id} emitted")
 
 

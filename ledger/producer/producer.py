@@ -17,6 +17,13 @@ Design (why it looks like this):
   drains the spool in order and switches back to direct sends when it is empty. On start
   an existing spool (left by a crash) is drained before anything new is sent. Duplicates
   are possible (a batch can be acknowledged after its timeout); loss is not.
+* With a spool, every failed batch is spooled, non-retriable Kafka errors included
+  (authorization, broker version, a batch too large for the broker...: states of the
+  broker an operator can change). The one exception is a record the broker refuses on
+  its own for its size: it is parked in ``spool_dir/rejected/`` and its future raises
+  ``RecordRejectedError``. A future only raises ``ProducerError`` for a record that could
+  not be spooled either. A spool that cannot drain is logged at WARNING (rate-limited)
+  and reported as Prometheus gauges (``ledger.producer.metrics``).
 * Without a ``spool_dir`` a failed delivery raises ``ProducerError`` on its future.
 * ``close`` is bounded by ``close_timeout_s``: what has not reached Kafka by then is
   spooled and stays there for the next start.
@@ -27,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,25 +41,29 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from ledger.events import EventBase, Topics
-from ledger.exceptions import ProducerClosedError, ProducerError, SpoolError
+from ledger.exceptions import ProducerClosedError, ProducerError
 from ledger.producer.builders import EventBuilder
+from ledger.producer.metrics import StallWatch, spool_collector
 from ledger.producer.sending import (
     Delivery,
     PartitionMap,
     PendingBound,
     PendingItem,
     RecordSender,
-    is_spoolable,
+    refused_for_good,
     route_table,
 )
-from ledger.producer.spool import Spool, SpoolRecord, park_rejected
+from ledger.producer.spool import Spool, SpoolRecord
+from ledger.producer.spooling import SpoolingMixin
 
 log = logging.getLogger(__name__)
 
 _SENDER_CHUNK = 10_000
+# What aiokafka accepts as compression_type, plus "none" (the KAFKA_COMPRESSION spelling).
+COMPRESSION_CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
-class LedgerProducer:
+class LedgerProducer(SpoolingMixin):
     """Async context manager that appends ledger events to Kafka without losing any."""
 
     _loop: asyncio.AbstractEventLoop  # set by start(); emit refuses to run before that
@@ -75,9 +85,14 @@ class LedgerProducer:
         resend_backoff_max_s: float = 5.0,
         resend_chunk: int = 5_000,
         close_timeout_s: float = 10.0,
+        stall_warning_interval_s: float = 60.0,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
+        if compression_type is not None and compression_type not in COMPRESSION_CODECS:
+            raise ValueError(f"compression_type must be one of {', '.join(COMPRESSION_CODECS)}"
+                             f" or None, got {compression_type!r}")
+        self.compression_type = None if compression_type == "none" else compression_type
         self.bootstrap_servers = bootstrap_servers
         self.topics = topics if topics is not None else Topics()
         self.source = source
@@ -92,7 +107,7 @@ class LedgerProducer:
             "acks": acks,
             "linger_ms": linger_ms,
             "max_batch_size": max_batch_size,
-            "compression_type": compression_type,
+            "compression_type": self.compression_type,
             "request_timeout_ms": request_timeout_ms,
             "retry_backoff_ms": retry_backoff_ms,
             # The embedded broker rejects InitProducerId; duplicates are deduplicated by
@@ -117,6 +132,10 @@ class LedgerProducer:
         self._partitions = PartitionMap()
         self._tasks: list[asyncio.Task[None]] = []
         self._in_hand: list[PendingItem] = []
+        # Records the broker refused for good, waiting for the send loop to park them.
+        self._refused: deque[PendingItem] = deque()
+        self._rejected_records = 0
+        self._stall = StallWatch(str(self.spool_dir), stall_warning_interval_s, log)
 
     @classmethod
     def from_settings(cls, settings: object, **overrides: Any) -> LedgerProducer:
@@ -134,6 +153,9 @@ class LedgerProducer:
             settings, "spool_dir", None
         )
         options: dict[str, Any] = {"topics": topics, "spool_dir": spool_dir}
+        compression = getattr(settings, "kafka_compression", None)
+        if compression is not None:
+            options["compression_type"] = compression
         options.update(overrides)
         return cls(str(bootstrap), **options)
 
@@ -150,9 +172,8 @@ class LedgerProducer:
         if self._state != "new":
             raise ProducerClosedError(f"producer cannot start from state {self._state}")
         if self.spool_dir is not None:
+            # Opening checks every frame; damage and torn tails are logged by the spool.
             self._spool = await asyncio.to_thread(Spool, self.spool_dir)
-            if self._spool.recovered_bytes:
-                log.warning("spool: dropped a torn tail of %d bytes", self._spool.recovered_bytes)
             if not self._spool.is_empty():
                 # A backlog from a previous run goes out before anything new.
                 self._enter_spooling()
@@ -172,6 +193,7 @@ class LedgerProducer:
         self._tasks.append(loop.create_task(self._send_loop(), name="ledger-producer-send"))
         if self._spool is not None:
             self._tasks.append(loop.create_task(self._resend_loop(), name="ledger-resend"))
+            spool_collector().add(self)
 
     async def _connect(self) -> None:
         kafka = AIOKafkaProducer(**self._kafka_options)
@@ -210,6 +232,7 @@ class LedgerProducer:
             except TimeoutError:
                 log.warning("aiokafka producer did not stop in time")
         if self._spool is not None:
+            spool_collector().remove(self)
             await asyncio.to_thread(self._spool.close)
         self._state = "closed"
 
@@ -224,7 +247,9 @@ class LedgerProducer:
 
     async def _spool_leftovers(self) -> None:
         """At close: everything not acknowledged by Kafka goes to the spool."""
-        leftovers = self._unresolved(self._in_hand + list(self._failed) + list(self._queue))
+        leftovers = self._unresolved(
+            self._in_hand + list(self._refused) + list(self._failed) + list(self._queue))
+        self._refused.clear()
         self._failed.clear()
         self._queue.clear()
         if leftovers:
@@ -277,40 +302,22 @@ class LedgerProducer:
 
     # -- internals -------------------------------------------------------------------
 
-    def _release(self, count: int) -> None:
-        self._bound.release(count)
-
-    def _fail(self, items: list[PendingItem], error: BaseException) -> None:
-        self._settle(items, lambda item: item.future.set_exception(error))
-
-    def _settle(self, items: list[PendingItem], resolve: Callable[[PendingItem], None]) -> None:
-        """Resolve each unsettled item once and give its place back to the pending bound."""
-        resolved = 0
-        for item in items:
-            if not item.settled:
-                item.settled = True
-                resolved += 1
-                if not item.future.done():
-                    resolve(item)
-        self._release(resolved)
-
-    def _enter_spooling(self) -> None:
-        self._spooling = True
-        self._spool_drained.clear()
-        self._spool_has_data.set()
-
     def _on_batch_done(
         self, topic: str, partition: int, items: list[PendingItem], result: object
     ) -> None:
         """Called by RecordSender when a live batch settles (result: metadata or error)."""
         if isinstance(result, BaseException):
-            if self._spool is not None and is_spoolable(result):
-                log.warning("send to %s[%d] failed (%s); spooling", topic, partition, result)
+            if self._spool is None:
+                self._fail(items, ProducerError(
+                    f"delivery to {topic}[{partition}] failed: {result!r}"))
+            elif refused_for_good(result, len(items)):
+                self._refused.extend(items)  # parked by the send loop (file I/O)
+                self._wakeup.set()
+            else:
+                log.warning("send to %s[%d] failed (%r); spooling", topic, partition, result)
                 self._enter_spooling()
                 self._failed.extend(items)
                 self._wakeup.set()
-                return
-            self._fail(items, ProducerError(f"delivery to {topic}[{partition}] failed: {result!r}"))
             return
         base_offset = getattr(result, "offset", None)
         resolved = 0
@@ -329,6 +336,14 @@ class LedgerProducer:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            while self._refused:
+                refused = list(self._refused)
+                self._refused.clear()
+                self._in_hand = refused
+                try:
+                    await self._park(refused)
+                finally:
+                    self._in_hand = []
             while self._failed or self._queue:
                 source = self._failed if self._failed else self._queue
                 items = [source.popleft() for _ in range(min(len(source), _SENDER_CHUNK))]
@@ -361,54 +376,3 @@ class LedgerProducer:
                 seen.add(id(item))
                 unresolved.append(item)
         return unresolved
-
-    async def _spool_items(self, items: list[PendingItem]) -> None:
-        if self._spool is None:
-            self._fail(items, ProducerError("Kafka unreachable and no spool_dir configured"))
-            return
-        spool = self._spool
-        records = [item.record for item in items if not item.settled]
-        try:
-            async with self._spool_lock:
-                await asyncio.to_thread(spool.append, records)
-        except (OSError, SpoolError) as error:
-            self._fail(items, ProducerError(f"spool write failed: {error}"))
-            return
-        self._enter_spooling()
-        self._settle(items, lambda item: item.future.set_result(
-            Delivery("spooled", item.record.topic)))
-
-    async def _resend_loop(self) -> None:
-        assert self._spool is not None
-        spool = self._spool
-        backoff = 0.1
-        while True:
-            await self._spool_has_data.wait()
-            try:
-                if self._sender is None:
-                    await self._connect()
-                assert self._sender is not None
-                async with self._spool_lock:
-                    records, next_offset = await asyncio.to_thread(spool.read, self.resend_chunk)
-                    if not records:
-                        # Drained: back to direct sends. Under the lock so that no append
-                        # can slip in between the emptiness check and the switch.
-                        self._spooling = False
-                        self._spool_has_data.clear()
-                        self._spool_drained.set()
-                        self._wakeup.set()
-                        continue
-                rejected = await self._sender.resend(records, self._request_timeout_s)
-                if rejected:
-                    assert self.spool_dir is not None
-                    log.error("broker refused %d spooled records for good", len(rejected))
-                    await asyncio.to_thread(park_rejected, self.spool_dir, rejected)
-                async with self._spool_lock:
-                    await asyncio.to_thread(spool.commit, next_offset)
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.info("spool resend failed (%s); retrying in %.1fs", error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.resend_backoff_max_s)

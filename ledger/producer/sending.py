@@ -13,7 +13,12 @@ from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.partitioner import murmur2
 
 from ledger.events import (
@@ -24,7 +29,6 @@ from ledger.events import (
     Topics,
     dump_event,
 )
-from ledger.exceptions import ProducerError
 from ledger.producer.spool import SpoolRecord
 
 
@@ -83,13 +87,21 @@ def route_table(topics: Topics) -> dict[type[EventBase], Route]:
     return table
 
 
-def is_spoolable(error: BaseException) -> bool:
-    """Errors worth retrying later from the spool (the broker or network, not the record)."""
-    if isinstance(error, (KafkaConnectionError, KafkaTimeoutError, TimeoutError, OSError)):
-        return True
-    if isinstance(error, asyncio.CancelledError):
-        return True
-    return bool(getattr(error, "retriable", False)) or not isinstance(error, KafkaError)
+# What a broker answers when a batch is larger than it accepts (MessageSizeTooLarge: the
+# batch exceeds message.max.bytes; RecordListTooLarge: it exceeds the segment size), and
+# what this client raises for a record that does not fit in one batch.
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+
+
+def refused_for_good(error: BaseException, records_in_batch: int) -> bool:
+    """True only when the broker refuses one record alone for its size: retrying it can
+    never succeed, and left in the spool it would block everything behind it.
+
+    Everything else is kept and retried, non-retriable Kafka errors included: an
+    authorization, a topic, a broker version or its size limit for a batch of many
+    records are states of the broker that an operator can change, not of the record.
+    """
+    return records_in_batch == 1 and isinstance(error, _TOO_LARGE)
 
 
 class PendingBound:
@@ -228,7 +240,8 @@ class RecordSender:
                         )
                         is None
                     ):
-                        callback(topic, partition, [item], ProducerError("record too large"))
+                        callback(topic, partition, [item],
+                                 RecordTooLargeError("record too large for one batch"))
                         continue
                 batch_items.append(item)
             if batch_items:
@@ -282,9 +295,9 @@ class RecordSender:
     async def resend(self, records: list[SpoolRecord], timeout_s: float) -> list[SpoolRecord]:
         """Send spooled records in order and wait for all acknowledgements.
 
-        Raises on a retriable failure (the whole chunk is retried; duplicates are allowed).
-        Returns the records the broker rejected for good (e.g. too large), which would
-        otherwise block the spool forever.
+        Raises on any failure but one (the whole chunk is retried; duplicates are allowed).
+        Returns the records the broker refused for good (``refused_for_good``: too large on
+        their own), which would otherwise block the spool forever.
         """
         await self._require_topics({record.topic for record in records}, timeout_s)
         loop = asyncio.get_running_loop()
@@ -296,12 +309,13 @@ class RecordSender:
                 if item.settled:
                     continue
                 item.settled = True
-                if isinstance(result, BaseException) and is_spoolable(result):
-                    item.future.set_exception(result)
-                else:
-                    if isinstance(result, BaseException):
-                        rejected.append(item.record)
+                if not isinstance(result, BaseException):
                     item.future.set_result(None)
+                elif refused_for_good(result, len(items)):
+                    rejected.append(item.record)
+                    item.future.set_result(None)
+                else:
+                    item.future.set_exception(result)
 
         items: list[PendingItem] = []
         for record in records:

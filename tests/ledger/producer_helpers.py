@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from ledger.devstack import EmbeddedBroker
 from ledger.devstack.ports import free_port
@@ -61,3 +61,24 @@ def private_broker(root: Path) -> Iterator[EmbeddedBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+def fail_next_batches(monkeypatch: Any, errors: list[BaseException]) -> None:
+    """The next ``len(errors)`` batches sent by any AIOKafkaProducer fail with these errors,
+    as aiokafka reports an error produce response; later batches reach the real broker.
+
+    The embedded broker never answers with a non-retriable produce error (it has no ACLs
+    and no size limit), so the client boundary is where such an answer is injected.
+    """
+    original = AIOKafkaProducer.send_batch
+    remaining = list(errors)
+
+    async def send_batch(self: AIOKafkaProducer, batch: Any, topic: str, *,
+                         partition: int) -> asyncio.Future[Any]:
+        if remaining:
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(remaining.pop(0))
+            return failed
+        return await original(self, batch, topic, partition=partition)
+
+    monkeypatch.setattr(AIOKafkaProducer, "send_batch", send_batch)

@@ -10,8 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ledger.devstack.ports import free_port
+from ledger.events import ApiKeyCreated, ApiKeyRevoked, Topics, parse_event
 from ledger.keys import hash_key
+from ledger.producer import LedgerProducer
 from ledger.settings import Settings
+from tests.ledger.producer_helpers import consume, create_topics, unique_topics
 from tests.projections.helpers import fetchval, running_worker, wait_for_rows, wait_until
 
 
@@ -83,3 +87,48 @@ def _processes_with(marker: bytes) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _offline_env(tmp_path: Path, topics: Topics) -> dict[str, str]:
+    """A broker address where nothing listens: connections are refused at once."""
+    return {**os.environ, "COLUMNS": "200",
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "DATABASE_URL": "postgresql://127.0.0.1:1/unused",  # key commands that emit
+            "LEDGER_HOME": str(tmp_path / "home"), "SPOOL_DIR": str(tmp_path / "spool"),
+            "TOPIC_USAGE": topics.usage, "TOPIC_KEYS": topics.keys,
+            "TOPIC_CATALOG": topics.catalog}
+
+
+async def test_create_without_a_broker_says_the_key_is_only_spooled(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topics = unique_topics()
+    env = _offline_env(tmp_path, topics)
+    created = await asyncio.to_thread(_ledger, env, "keys", "create", "--name", "offline")
+    # Not a success: the key does not work until its create event reaches Kafka.
+    assert created.returncode == 3, created.stderr
+    [line] = created.stderr.strip().splitlines()  # one line, no traceback
+    assert "spooled" in line and "not yet delivered" in line and str(tmp_path / "spool") in line
+    # The key is still printed: its create event is durable and will be delivered.
+    key_id = re.search(r"key id:\s+(\S+)", created.stdout)
+    plaintext = re.search(r"api key:\s+(\S+)", created.stdout)
+    assert key_id and plaintext
+
+    accepted = await asyncio.to_thread(_ledger, env, "keys", "create", "--name", "second",
+                                       "--allow-spooled")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "spooled" in accepted.stdout and "not yet delivered" in accepted.stdout
+
+    revoked = await asyncio.to_thread(_ledger, env, "keys", "revoke", key_id[1])
+    assert revoked.returncode == 3, revoked.stderr
+    assert "revocation" in revoked.stderr and "still works" in revoked.stderr
+
+    # The broker answers again: the next producer on that spool delivers all three events.
+    await create_topics(kafka_bootstrap, topics)
+    async with LedgerProducer(kafka_bootstrap, topics=topics, spool_dir=tmp_path / "spool"):
+        pass
+    events = [parse_event(m.value) for m in await consume(kafka_bootstrap, [topics.keys], 3)]
+    created_events = [e for e in events if isinstance(e, ApiKeyCreated)]
+    assert {str(e.api_key_id) for e in created_events} >= {key_id[1]}
+    assert hash_key(plaintext[1]) in {e.key_hash for e in created_events}
+    assert any(isinstance(e, ApiKeyRevoked) for e in events)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
+from aiokafka.errors import (
+    BrokerNotAvailableError,
+    MessageSizeTooLargeError,
+    TopicAuthorizationFailedError,
+    UnknownError,
+)
+from prometheus_client import REGISTRY
 
+from ledger.devstack.ports import free_port
 from ledger.events import (
     ApiKeyRevoked,
     EventBase,
@@ -22,15 +31,28 @@ from ledger.events import (
     ModelUpserted,
     ProviderRemoved,
     ProviderUpserted,
+    UsageRecorded,
     dump_event,
     event_headers,
     parse_event,
     partition_key,
 )
-from ledger.exceptions import ProducerClosedError, ProducerError
+from ledger.exceptions import (
+    ProducerClosedError,
+    ProducerError,
+    RecordRejectedError,
+    SettingsError,
+)
 from ledger.keys import generate_key
-from ledger.producer import Delivery, LedgerProducer, partition_for_key
-from tests.ledger.producer_helpers import consume, create_topics, unique_topics
+from ledger.producer import Delivery, LedgerProducer, Spool, partition_for_key
+from ledger.settings import load_settings
+from tests.ledger.producer_helpers import (
+    consume,
+    create_topics,
+    fail_next_batches,
+    unique_topics,
+)
+from tests.projections.helpers import wait_until
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 
@@ -199,3 +221,119 @@ async def test_emit_and_wait_and_from_settings(kafka_bootstrap: str, tmp_path: P
         delivery = await producer.emit_and_wait(producer.events.revoke_key(api_key_id=uuid4()))
     assert delivery == Delivery("sent", topics.keys, delivery.partition, delivery.offset)
     assert delivery.offset is not None
+
+
+# -- nothing acknowledged is lost: broker errors spool, a stalled spool is visible ----------
+
+
+def usage(producer: LedgerProducer, number: int, key_id: UUID | None = None) -> UsageRecorded:
+    return producer.events.usage(api_key_id=key_id or uuid4(), request_id=str(number),
+                                 model="m", prompt_tokens=1, completion_tokens=1)
+
+
+@pytest.mark.parametrize("error", [
+    TopicAuthorizationFailedError("ACLs changed"),  # broker-side: fixed by an operator
+    BrokerNotAvailableError(),
+    UnknownError(),
+    MessageSizeTooLargeError(),  # for a batch of 20: the batch is too large, not a record
+], ids=type)
+async def test_a_non_retriable_broker_error_spools_the_batch(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    topics = unique_topics()
+    await create_topics(kafka_bootstrap, topics)
+    key_id = uuid4()
+    async with LedgerProducer(kafka_bootstrap, topics=topics, spool_dir=tmp_path / "spool",
+                              resend_backoff_max_s=0.2) as producer:
+        await producer.emit_and_wait(usage(producer, -1, key_id))  # connected, partitions known
+        fail_next_batches(monkeypatch, [error])
+        # emit() does not yield: the 20 events form one batch for the key's partition.
+        events = [usage(producer, n, key_id) for n in range(20)]
+        futures = [await producer.emit(event) for event in events]
+        deliveries = await asyncio.gather(*futures, return_exceptions=True)
+    assert [d for d in deliveries if isinstance(d, BaseException)] == []
+    assert {d.status for d in deliveries if isinstance(d, Delivery)} == {"spooled"}
+    messages = await consume(kafka_bootstrap, [topics.usage], 21)
+    assert {e.event_id for e in events} <= {parse_event(m.value).event_id for m in messages}
+
+
+async def test_a_record_too_large_on_its_own_is_parked_and_reported(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topics = unique_topics()
+    await create_topics(kafka_bootstrap, topics)
+    spool_dir = tmp_path / "spool"
+    async with LedgerProducer(kafka_bootstrap, topics=topics, spool_dir=spool_dir) as producer:
+        await producer.emit_and_wait(usage(producer, -1))
+        fail_next_batches(monkeypatch, [MessageSizeTooLargeError()])
+        event = usage(producer, 0)
+        future = await producer.emit(event)
+        with pytest.raises(RecordRejectedError, match=str(spool_dir / "rejected")):
+            await future
+        # The producer goes on sending directly: nothing was spooled for the live path.
+        assert (await producer.emit_and_wait(usage(producer, 1))).status == "sent"
+    # Not retried (the broker would refuse it again), but kept for an operator.
+    rejected = Spool(spool_dir / "rejected")
+    try:
+        records, _ = rejected.read(10)
+    finally:
+        rejected.close()
+    assert [parse_event(r.value).event_id for r in records] == [event.event_id]
+
+
+async def test_a_stalled_spool_is_visible(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool_dir = tmp_path / "spool"
+    labels = {"spool_dir": str(spool_dir)}
+    nobody = f"127.0.0.1:{free_port()}"  # nothing listens: the spool cannot drain
+    producer = LedgerProducer(nobody, spool_dir=spool_dir, resend_backoff_max_s=0.05,
+                              close_timeout_s=0.5)
+    with caplog.at_level(logging.DEBUG, logger="ledger.producer"):
+        async with producer:
+            for number in range(10):
+                assert (await producer.emit_and_wait(usage(producer, number))).status == "spooled"
+
+            async def stalled_a_while() -> bool:
+                return sum("resend failed" in r.getMessage() for r in caplog.records) >= 5
+
+            await wait_until(stalled_a_while, 20, "five failed resend attempts")
+            assert REGISTRY.get_sample_value("ledger_producer_spooling", labels) == 1
+            spooled_bytes = REGISTRY.get_sample_value("ledger_producer_spool_bytes", labels)
+            assert spooled_bytes is not None and spooled_bytes > 0
+            age = REGISTRY.get_sample_value("ledger_producer_spool_oldest_age_seconds", labels)
+            assert age is not None and age > 0
+            assert REGISTRY.get_sample_value(
+                "ledger_producer_spool_resend_failures_total", labels) >= 5
+    # One WARNING giving the age and size, not one per attempt.
+    stalls = [r for r in caplog.records if r.levelno >= logging.WARNING
+              and "cannot drain" in r.getMessage()]
+    assert len(stalls) == 1, [r.getMessage() for r in stalls]
+    assert f"{int(spooled_bytes)} bytes" in stalls[0].getMessage()
+    assert "oldest spooled" in stalls[0].getMessage()
+    # A closed producer is no longer reported.
+    assert REGISTRY.get_sample_value("ledger_producer_spool_bytes", labels) is None
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
+async def test_compressed_batches_round_trip(kafka_bootstrap: str, codec: str) -> None:
+    topics = unique_topics()
+    await create_topics(kafka_bootstrap, topics)
+    settings = load_settings(kafka_bootstrap_servers=kafka_bootstrap, kafka_compression=codec,
+                             topic_usage=topics.usage, topic_keys=topics.keys,
+                             topic_catalog=topics.catalog)
+    producer = LedgerProducer.from_settings(settings)
+    assert producer.compression_type == (None if codec == "none" else codec)
+    async with producer:
+        events = [usage(producer, n) for n in range(200)]
+        for event in events:
+            await producer.emit(event)
+    messages = await consume(kafka_bootstrap, [topics.usage], 200)
+    assert sorted(m.value for m in messages) == sorted(dump_event(e) for e in events)
+
+
+def test_an_unknown_codec_is_refused_with_one_line() -> None:
+    with pytest.raises(SettingsError, match=r"^invalid setting KAFKA_COMPRESSION: .*brotli"):
+        load_settings(kafka_compression="brotli")
+    with pytest.raises(ValueError, match="compression_type"):
+        LedgerProducer("127.0.0.1:1", compression_type="brotli")
