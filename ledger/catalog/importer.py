@@ -51,7 +51,6 @@ from ledger.catalog.berriai import (
     providers_from_price_map,
 )
 from ledger.events import (
-    EARLIEST,
     EventBase,
     ModelAliasRemoved,
     ModelAliasSet,
@@ -62,6 +61,7 @@ from ledger.events import (
     dump_event,
 )
 from ledger.exceptions import LedgerError
+from ledger.fields import EARLIEST
 from ledger.producer import Delivery, LedgerProducer
 from ledger.settings import Settings
 
