@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -11,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -132,6 +136,15 @@ async def wait_for_rows(dsn: str, sql: str, expected: int, timeout: float = 30.0
         return bool(await fetchval(dsn, sql) == expected)
 
     await wait_until(done, timeout, f"{sql} == {expected}")
+
+
+def start_worker_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """`ledger project --projection usage` in its own process, as an operator starts it."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ledger", "project", "--projection", "usage"],
+            env=dict(os.environ, **settings.environment()), stdout=out, stderr=out,
+            stdin=subprocess.DEVNULL)
 
 
 @asynccontextmanager

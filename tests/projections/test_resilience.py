@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -27,6 +24,7 @@ from tests.projections.helpers import (
     ground_truth,
     random_usage,
     running_worker,
+    start_worker_process,
     summaries,
     wait_for_rows,
     wait_until,
@@ -34,14 +32,6 @@ from tests.projections.helpers import (
 from tests.servers import Servers
 
 COUNT = "SELECT count(*) FROM usage_records"
-
-
-def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ledger", "project", "--projection", "usage"],
-            env=dict(os.environ, **settings.environment()), stdout=out, stderr=out,
-            stdin=subprocess.DEVNULL)
 
 
 async def test_kill_minus_nine_of_two_workers_never_double_counts(
@@ -63,7 +53,7 @@ async def test_kill_minus_nine_of_two_workers_never_double_counts(
     assert dsn
     logs = [[tmp_path / "worker-a-0.log"], [tmp_path / "worker-b-0.log"]]
     sender = asyncio.create_task(_emit_slowly(settings, events + resent, chunks=40, pause=1.0))
-    workers = [_start_worker(settings, log[0]) for log in logs]
+    workers = [start_worker_process(settings, log[0]) for log in logs]
     try:
         for kill in range(4):
             side = kill % 2
@@ -73,7 +63,7 @@ async def test_kill_minus_nine_of_two_workers_never_double_counts(
             workers[side].send_signal(signal.SIGKILL)
             await asyncio.to_thread(workers[side].wait)
             logs[side].append(tmp_path / f"worker-{'ab'[side]}-{len(logs[side])}.log")
-            workers[side] = _start_worker(settings, logs[side][-1])
+            workers[side] = start_worker_process(settings, logs[side][-1])
         await sender
         await wait_for_rows(dsn, COUNT, 20_000, timeout=180)
         await wait_for_rows(dsn, "SELECT sum(next_offset) FROM projection_checkpoints",

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,20 +21,13 @@ from tests.projections.helpers import (
     emit,
     ground_truth,
     random_usage,
+    start_worker_process,
     summaries,
     wait_for_rows,
 )
 
 COUNT = "SELECT count(*) FROM usage_records"
 SIGTERM_BOUND_S = 20.0  # what the README promises
-
-
-def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ledger", "project", "--projection", "usage"],
-            env=dict(os.environ, **settings.environment()), stdout=out, stderr=out,
-            stdin=subprocess.DEVNULL)
 
 
 def _stop_and_time(worker: subprocess.Popen[bytes]) -> tuple[int, float]:
@@ -58,7 +49,7 @@ async def test_project_waits_for_brokers_that_are_not_up_yet_and_keeps_quiet(
     configured = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{port}"})
     assert configured.database_url
     log = tmp_path / "worker.log"
-    worker = _start_worker(configured, log)
+    worker = start_worker_process(configured, log)
     broker = EmbeddedBroker(tmp_path / "broker", port)
     try:
         await asyncio.sleep(8)
@@ -95,7 +86,7 @@ async def test_sigterm_ends_a_worker_whose_batch_cannot_commit(
     await ensure_topics(broker.bootstrap_servers, topic_specs(configured))
     events = random_usage(random.Random(8), [uuid.uuid4() for _ in range(4)], 400)
     log = tmp_path / "worker.log"
-    worker = _start_worker(configured, log)
+    worker = start_worker_process(configured, log)
     blocker = await asyncpg.connect(configured.database_url)
     try:
         await emit(configured, events[:200])
@@ -113,7 +104,7 @@ async def test_sigterm_ends_a_worker_whose_batch_cannot_commit(
         await locked.rollback()
         assert "abandoning it" in log.read_text()
         if not broker_gone_too:  # the abandoned batch is simply redone by the next worker
-            worker = _start_worker(configured, log)
+            worker = start_worker_process(configured, log)
             await wait_for_rows(configured.database_url, COUNT, 400, timeout=60)
             assert await asyncio.to_thread(_stop_and_time, worker) is not None
             assert await summaries(configured.database_url) == ground_truth(events)
