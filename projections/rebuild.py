@@ -17,6 +17,7 @@ from collections.abc import Callable
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ledger.db import connect
 from ledger.events import parse_event
 from ledger.exceptions import EventDecodeError
 from ledger.invalidation import CHANNEL, Invalidation, encode
@@ -36,6 +37,7 @@ class Rebuilder:
                  bootstrap_servers: str, batch_size: int = 5000) -> None:
         self.projection = projection
         self.topic = projection.topic(settings)
+        self._settings = settings
         self._dsn = dsn
         self._bootstrap = bootstrap_servers
         self._batch_size = batch_size
@@ -45,7 +47,7 @@ class Rebuilder:
         self.skipped = 0
 
     async def run(self, progress: Progress | None = None) -> int:
-        conn = await asyncpg.connect(self._dsn)
+        conn = await connect(self._dsn, self._settings)  # with DB_STATEMENT_TIMEOUT
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:

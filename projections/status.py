@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ledger.db import connect
 from ledger.settings import Settings
 from projections.deadletters import count_by_reason
 from projections.registry import PROJECTION_NAMES, make_projection
@@ -50,7 +50,7 @@ async def log_ends(bootstrap_servers: str, topics: list[str]) -> dict[TopicParti
 async def projection_status(
     settings: Settings, dsn: str, bootstrap_servers: str
 ) -> tuple[list[PartitionStatus], list[tuple[str, str, int]]]:
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn, settings)
     try:
         rows = await conn.fetch(
             "SELECT projection, topic, partition, next_offset FROM projection_checkpoints "

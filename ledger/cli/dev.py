@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ledger.cli import context
+from ledger.db import connect
+from ledger.exceptions import LedgerError
 from ledger.migrate import Migrator
 from ledger.topics import describe_topics, ensure_topics, topic_specs
 
@@ -69,13 +71,13 @@ async def _status() -> None:
     pg_detail, migrations = "", []
     if state.postgres.running:
         try:
-            conn = await asyncpg.connect(stack.database_url, timeout=5)
+            conn = await connect(stack.database_url, stack.settings)
             try:
                 pg_detail = str(await conn.fetchval("SHOW server_version"))
                 migrations = await Migrator(conn).applied()
             finally:
                 await conn.close()
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (LedgerError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             pg_detail = f"not answering: {exc}"
     topics: dict[str, int | None] = {}
     if state.kafka.running:
@@ -120,7 +122,11 @@ def migrate() -> None:
 
 
 async def _migrate() -> list[str]:
-    conn = await asyncpg.connect(context.database_url(), timeout=10)
+    settings = context.settings()
+    # Its own statement timeout: a migration may rewrite a large table, and a second runner
+    # waits for the first on the advisory lock.
+    conn = await connect(context.database_url(), settings,
+                         statement_timeout=settings.db_migrate_statement_timeout)
     try:
         return [f"{m.version:04d}_{m.name}" for m in await Migrator(conn).migrate()]
     finally:

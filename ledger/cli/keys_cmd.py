@@ -11,12 +11,12 @@ from decimal import Decimal
 from typing import Any, cast
 from uuid import UUID
 
-import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ledger.cli import context
+from ledger.db import connect
 from ledger.keys import generate_key, hash_key
 from ledger.producer import LedgerProducer
 from readmodels import ApiKey, ReadModels
@@ -172,7 +172,7 @@ def report(
     group = cast(GroupBy, by)  # checked just above
 
     async def load() -> list[dict[str, Any]]:
-        conn = await asyncpg.connect(context.database_url())
+        conn = await connect(context.database_url(), context.settings())
         try:
             rows = await spend_report(conn, month=first, by=group, key_id=key, top=top)
         finally:
