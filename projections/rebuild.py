@@ -49,8 +49,8 @@ class Rebuilder:
     async def run(self, progress: Progress | None = None) -> int:
         conn = await connect(self._dsn, self._settings)  # with DB_STATEMENT_TIMEOUT
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
-        await consumer.start()
         try:
+            await consumer.start()  # inside: on failure the consumer and conn are closed too
             await self._create_scratch(conn)
             await conn.execute(f"SET search_path = {self.scratch}, public")
             partitions = [TopicPartition(self.topic, p)

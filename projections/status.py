@@ -29,8 +29,8 @@ async def log_ends(bootstrap_servers: str, topics: list[str]) -> dict[TopicParti
     high watermark in fetch responses is right, so we fetch once from the end of each log.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a consumer that failed to start must be stopped too
         partitions = [TopicPartition(t, p) for t in topics
                       for p in sorted(consumer.partitions_for_topic(t) or ())]
         if not partitions:

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ledger.cli import context
-from ledger.db import connect
-from ledger.exceptions import LedgerError
+from ledger.db import connect, one_line
+from ledger.exceptions import LedgerError, MigrationError
 from ledger.migrate import Migrator
 from ledger.topics import describe_topics, ensure_topics, topic_specs
 
@@ -125,10 +125,15 @@ async def _migrate() -> list[str]:
     settings = context.settings()
     # Its own statement timeout: a migration may rewrite a large table, and a second runner
     # waits for the first on the advisory lock.
-    conn = await connect(context.database_url(), settings,
-                         statement_timeout=settings.db_migrate_statement_timeout)
+    limit = settings.db_migrate_statement_timeout
+    conn = await connect(context.database_url(), settings, statement_timeout=limit)
     try:
         return [f"{m.version:04d}_{m.name}" for m in await Migrator(conn).migrate()]
+    except (MigrationError, asyncpg.QueryCanceledError) as exc:
+        if "statement timeout" not in str(exc):
+            raise
+        raise MigrationError(f"{one_line(exc)} (DB_MIGRATE_STATEMENT_TIMEOUT is "
+                             f"{limit.total_seconds():g}s; raise it, or 0 for none)") from exc
     finally:
         await conn.close()
 

@@ -18,6 +18,7 @@ from datetime import timedelta
 import asyncpg
 
 from ledger.settings import Settings
+from tests.ledger.test_cli_errors import _one_line
 from tests.projections.helpers import running_worker, wait_until
 
 HANG_GUARD_S = 60
@@ -52,8 +53,7 @@ async def test_status_gives_up_on_a_locked_table(settings: Settings) -> None:
                         "LOCK TABLE projection_checkpoints IN ACCESS EXCLUSIVE MODE"):
         result = await asyncio.to_thread(
             _ledger, _env(settings, DB_STATEMENT_TIMEOUT="1s"), "status")
-    assert result.returncode != 0
-    assert "statement timeout" in result.stderr
+    _one_line(result, "statement timeout", "DB_STATEMENT_TIMEOUT")
 
 
 async def test_rebuild_gives_up_on_a_locked_table(settings: Settings) -> None:
@@ -61,8 +61,7 @@ async def test_rebuild_gives_up_on_a_locked_table(settings: Settings) -> None:
     async with _holding(settings.database_url, "LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE"):
         result = await asyncio.to_thread(
             _ledger, _env(settings, DB_STATEMENT_TIMEOUT="1s"), "rebuild", "keys")
-    assert result.returncode != 0
-    assert "statement timeout" in result.stderr
+    _one_line(result, "statement timeout", "DB_STATEMENT_TIMEOUT")
 
 
 async def test_migrate_has_its_own_statement_timeout(
@@ -77,8 +76,7 @@ async def test_migrate_has_its_own_statement_timeout(
         result = await asyncio.to_thread(_ledger, env, "migrate")
     finally:
         await conn.close()
-    assert result.returncode != 0
-    assert "statement timeout" in result.stderr
+    _one_line(result, "statement timeout", "DB_MIGRATE_STATEMENT_TIMEOUT")
 
 
 async def test_projector_connections_carry_the_statement_timeout(settings: Settings) -> None:
