@@ -202,30 +202,27 @@ class KeyReader:
         AUTHORIZE_ON_DB_ERROR, with the key when it came from the cache. Never raises for that.
         """
         key: ApiKey | None = None
-        try:
+        try:  # one frame, no helper coroutine: this is the cached hot path
             if plaintext_key:
                 key = await self.get_by_hash(hash_key(plaintext_key))
-            return await self._decide(key, model)
+            if key is None:
+                return Decision(False, Reason.UNKNOWN_KEY, None)
+            if key.revoked_at is not None:
+                return Decision(False, Reason.REVOKED, key)
+            if not key.enabled:
+                return Decision(False, Reason.DISABLED, key)
+            if key.expires_at is not None and key.expires_at <= self._clock():
+                return Decision(False, Reason.EXPIRED, key)
+            if key.allowed_models and not await self._model_allowed(key.allowed_models, model):
+                return Decision(False, Reason.MODEL_NOT_ALLOWED, key)
+            if key.max_budget_usd is not None:
+                spent = await self._usage.month_to_date_spend(key.id)
+                if spent >= key.max_budget_usd:
+                    return Decision(False, Reason.OVER_BUDGET, key)
+            return Decision(True, Reason.OK, key)
         except DatabaseUnavailableError as exc:
             self.unavailable += 1
             return Decision(self._allow_when_unavailable, Reason.UNAVAILABLE, key, str(exc))
-
-    async def _decide(self, key: ApiKey | None, model: str) -> Decision:
-        if key is None:
-            return Decision(False, Reason.UNKNOWN_KEY, None)
-        if key.revoked_at is not None:
-            return Decision(False, Reason.REVOKED, key)
-        if not key.enabled:
-            return Decision(False, Reason.DISABLED, key)
-        if key.expires_at is not None and key.expires_at <= self._clock():
-            return Decision(False, Reason.EXPIRED, key)
-        if key.allowed_models and not await self._model_allowed(key.allowed_models, model):
-            return Decision(False, Reason.MODEL_NOT_ALLOWED, key)
-        if key.max_budget_usd is not None:
-            spent = await self._usage.month_to_date_spend(key.id)
-            if spent >= key.max_budget_usd:
-                return Decision(False, Reason.OVER_BUDGET, key)
-        return Decision(True, Reason.OK, key)
 
     async def _model_allowed(self, allowed: frozenset[str], model: str) -> bool:
         if model in allowed:

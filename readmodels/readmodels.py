@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator
@@ -108,15 +109,20 @@ class Database:
         return db
 
     async def _run(self, what: str, call: Callable[[Any], Awaitable[Any]]) -> Any:
-        result: Any = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._deadline
         with translate_errors(what, self._timed_out):
+            conn = await self.pool.acquire(timeout=self._acquire_timeout)
             try:
-                async with (asyncio.timeout(self._deadline),
-                            self.pool.acquire(timeout=self._acquire_timeout) as conn):
-                    result = await call(conn)
-            except _Recycle:
-                pass  # raised on release, after the query completed
-        return result
+                async with asyncio.timeout_at(deadline):
+                    return await call(conn)
+            finally:
+                # What is left of the deadline bounds the release too (asyncpg waits there for
+                # a cancelled query, then drops the connection). Passed as asyncpg's budget,
+                # not enforced by cancelling: a cancelled release leaves asyncpg's inner task
+                # behind, and asyncio logs its failure as "never retrieved".
+                with contextlib.suppress(_Recycle):  # the reset hook's signal
+                    await self.pool.release(conn, timeout=max(deadline - loop.time(), 0.001))
 
     async def fetch(self, what: str, query: str, *args: object) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self._run(what, lambda c: c.fetch(query, *args))

@@ -8,6 +8,9 @@ The ``asyncio.wait_for`` guards only turn a hang (the defect) into a failure; no
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import signal
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -132,3 +135,54 @@ async def test_a_cached_key_whose_budget_cannot_be_checked_is_unavailable_with_i
 async def test_a_dsn_that_is_not_a_postgresql_url_is_an_invalid_argument() -> None:
     with pytest.raises(InvalidArgumentError, match="DATABASE_URL"):
         await ReadModels.open("garbage")
+
+
+def _postgres_processes(postmaster: int) -> list[int]:
+    """The postmaster and its children (backends, checkpointer...)."""
+    found = [postmaster]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == postmaster:
+            found.append(int(stat.parent.name))
+    return found
+
+
+async def test_a_frozen_server_is_given_up_on_and_leaves_no_unretrieved_errors(
+    throwaway_postgres: EmbeddedPostgres,
+) -> None:
+    """The server accepts TCP but answers nothing, not even the cancel request (SIGSTOP)."""
+    dsn = throwaway_postgres.dsn
+    conn = await asyncpg.connect(dsn)
+    try:
+        await Migrator(conn).migrate()
+        plaintext, _, _ = await Writer(conn).add_key()
+    finally:
+        await conn.close()
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    postmaster = throwaway_postgres.pid()
+    assert postmaster is not None
+    try:
+        async with ReadModels.open(make_settings(dsn, **SHORT)) as rm:
+            frozen = _postgres_processes(postmaster)  # now with the pool's backends
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                decision = await asyncio.wait_for(rm.keys.authorize(plaintext, "m"),
+                                                  HANG_GUARD_S)
+                assert decision.reason is Reason.UNAVAILABLE and not decision.checked
+                # The connection is given back in the background (asyncpg allows it
+                # DB_ACQUIRE_TIMEOUT); let that finish, then collect what it left behind.
+                await asyncio.sleep(1.0)
+                gc.collect()
+            finally:
+                for pid in frozen:
+                    os.kill(pid, signal.SIGCONT)
+    finally:
+        loop.set_exception_handler(previous)
+    assert not [m for m in reported if "never retrieved" in m], reported
