@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -113,6 +114,7 @@ async def main(trials: int, acquire: str, command: str) -> None:
             _report("4. uncached key, server stopped", stopped)
     finally:
         server.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def _reason(rm: ReadModels, key: str) -> Reason:
