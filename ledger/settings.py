@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ledger.db import check_postgres_url, redact_url
 from ledger.exceptions import SettingsError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -56,6 +57,29 @@ class Settings(BaseSettings):
     )
     db_conn_max_idle_time: Duration = Field(
         default=timedelta(minutes=1), description="idle connections are closed after this"
+    )
+    # Nothing waits forever on PostgreSQL. The read models' hot path has client-side limits
+    # (a server that stopped answering cannot cancel anything); workers, rebuild and the CLI
+    # run with a server-side statement_timeout, where 0 means none.
+    db_connect_timeout: Duration = Field(
+        default=timedelta(seconds=5), gt=timedelta(0), description="connecting gives up after this"
+    )
+    db_acquire_timeout: Duration = Field(
+        default=timedelta(seconds=1), gt=timedelta(0),
+        description="read models: waiting for a pool connection gives up after this",
+    )
+    db_command_timeout: Duration = Field(
+        default=timedelta(seconds=2), gt=timedelta(0),
+        description="read models: a query gives up after this",
+    )
+    db_statement_timeout: Duration = Field(
+        default=timedelta(seconds=60), description="projector, rebuild, CLI; 0 means none"
+    )
+    db_migrate_statement_timeout: Duration = Field(
+        default=timedelta(minutes=15), description="ledger migrate; 0 means none"
+    )
+    authorize_on_db_error: Literal["deny", "allow"] = Field(
+        default="deny", description="authorize() when PostgreSQL cannot answer: fail closed/open"
     )
 
     cache_api_key_size: int = Field(default=1000, ge=1)
@@ -102,6 +126,13 @@ class Settings(BaseSettings):
             raise ValueError(f"must not exceed TOPIC_REPLICATION_FACTOR ({replicas})")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_postgres_url(value)
+        return value
+
     @property
     def resolved_spool_dir(self) -> Path:
         return self.spool_dir if self.spool_dir is not None else self.ledger_home / "spool"
@@ -134,8 +165,9 @@ def _one_line(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
-        message = str(error["msg"])
-        if field in Settings.model_fields and "duration" in message:
-            message = message.removeprefix("Value error, ")
-        parts.append(f"{field.upper()}: {message} (got {error.get('input')!r})")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        shown = error.get("input")
+        if field == "database_url" and isinstance(shown, str):
+            shown = redact_url(shown)  # never print a password
+        parts.append(f"{field.upper()}: {message} (got {shown!r})")
     return "invalid setting " + "; ".join(parts)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ledger.db import connect
 from ledger.events import EventBase, parse_event
 from ledger.exceptions import EventDecodeError
 from ledger.invalidation import CHANNEL, Invalidation, encode
@@ -50,6 +51,7 @@ class Rebuilder:
                  bootstrap_servers: str, batch_size: int = 5000) -> None:
         self.projection = projection
         self.topic = projection.topic(settings)
+        self._settings = settings
         self._dsn = dsn
         self._bootstrap = bootstrap_servers
         self._batch_size = batch_size
@@ -65,10 +67,10 @@ class Rebuilder:
         check in ``projections.rebuild_checks`` finds the log no longer holds what the live
         tables were projected from.
         """
-        conn = await asyncpg.connect(self._dsn)
+        conn = await connect(self._dsn, self._settings)  # with DB_STATEMENT_TIMEOUT
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
-        await consumer.start()
         try:
+            await consumer.start()  # inside: on failure the consumer and conn are closed too
             partitions = [TopicPartition(self.topic, p)
                           for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
             if not partitions:

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ledger.db import connect
 from ledger.events import parse_event
 from ledger.exceptions import EventDecodeError
 from ledger.invalidation import CHANNEL, encode
+from ledger.settings import Settings, load_settings
 from projections.base import Envelope
 from projections.deadletters import DeadLetter, list_dead_letters
 from projections.registry import make_projection
@@ -20,13 +22,17 @@ class ReplayReport:
     failed: int
 
 
-async def replay_dead_letters(dsn: str, *, ids: list[int] | None = None) -> ReplayReport:
+async def replay_dead_letters(
+    dsn: str, *, ids: list[int] | None = None, settings: Settings | None = None
+) -> ReplayReport:
     """Apply each pending dead letter that now decodes and applies; mark it replayed.
+
+    ``settings`` (default: read from the environment) bound the connection's timeouts.
 
     Usage events are deduplicated by event_id, so replaying one that was also delivered
     again is harmless. A letter that still fails keeps its row with the new error.
     """
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn, settings or load_settings())
     try:
         letters = await list_dead_letters(conn, pending_only=True, limit=1_000_000)
         if ids is not None:

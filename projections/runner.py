@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
+from ledger.db import connect_options
 from ledger.invalidation import CHANNEL, encode
 from ledger.settings import Settings
 from projections.base import Envelope, Projection, apply_resiliently, lock_key
@@ -222,7 +223,7 @@ class ProjectionRunner:
         delay = 0.1
         while True:
             try:
-                self._conn = await asyncpg.connect(self._dsn, timeout=5)
+                self._conn = await asyncpg.connect(self._dsn, **connect_options(self.settings))
                 return self._conn
             except DB_OUTAGE as exc:
                 self.metrics.db_retries.labels(self.projection.name).inc()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ledger.db import connect
 from ledger.settings import Settings
 from ledger.topics import TopicDifference, topic_differences, topic_specs
 from projections.deadletters import count_by_reason
@@ -32,8 +32,8 @@ async def log_ends(bootstrap_servers: str, topics: list[str]) -> dict[TopicParti
     high watermark in fetch responses is right, so we fetch once from the end of each log.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a consumer that failed to start must be stopped too
         partitions = [TopicPartition(t, p) for t in topics
                       for p in sorted(consumer.partitions_for_topic(t) or ())]
         if not partitions:
@@ -56,7 +56,7 @@ async def log_ends(bootstrap_servers: str, topics: list[str]) -> dict[TopicParti
 async def projection_status(
     settings: Settings, dsn: str, bootstrap_servers: str
 ) -> tuple[list[PartitionStatus], list[tuple[str, str, int]]]:
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn, settings)
     try:
         rows = await conn.fetch(
             "SELECT projection, topic, partition, next_offset FROM projection_checkpoints "

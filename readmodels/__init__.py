@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from readmodels.cache import CacheStats
 from readmodels.exceptions import (
+    DatabaseTimeoutError,
     DatabaseUnavailableError,
     InvalidArgumentError,
     QueryError,
@@ -31,6 +32,7 @@ from readmodels.usage import (
 __all__ = [
     "ApiKey",
     "CacheStats",
+    "DatabaseTimeoutError",
     "DatabaseUnavailableError",
     "Decision",
     "Health",

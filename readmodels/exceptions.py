@@ -28,6 +28,10 @@ class DatabaseUnavailableError(ReadModelError):
     retriable = True
 
 
+class DatabaseTimeoutError(DatabaseUnavailableError):
+    """PostgreSQL did not answer within DB_ACQUIRE_TIMEOUT + DB_COMMAND_TIMEOUT."""
+
+
 class QueryError(ReadModelError):
     """PostgreSQL rejected a read (for example a missing table: migrations not applied)."""
 
@@ -48,12 +52,17 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 @contextmanager
-def translate_errors(what: str) -> Iterator[None]:
-    """Re-raise driver errors as :class:`ReadModelError` subclasses naming ``what`` failed."""
+def translate_errors(what: str, timed_out: str = "timed out") -> Iterator[None]:
+    """Re-raise driver errors as :class:`ReadModelError` subclasses naming ``what`` failed.
+
+    ``timed_out`` says which limit a ``TimeoutError`` means (a setting name and value).
+    """
     try:
         yield
     except ReadModelError:
         raise
+    except TimeoutError as exc:
+        raise DatabaseTimeoutError(f"{what}: database unavailable: {timed_out}") from exc
     except _CONNECTION_ERRORS as exc:
         raise DatabaseUnavailableError(f"{what}: database unavailable: {exc}") from exc
     except asyncpg.PostgresError as exc:

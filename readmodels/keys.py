@@ -21,7 +21,7 @@ import asyncpg
 
 from ledger.keys import hash_key, is_key_hash
 from readmodels.cache import MISSING, Cache
-from readmodels.exceptions import InvalidArgumentError
+from readmodels.exceptions import DatabaseUnavailableError, InvalidArgumentError
 from readmodels.usage import as_uuid
 
 if TYPE_CHECKING:
@@ -86,6 +86,9 @@ class Reason(enum.StrEnum):
     EXPIRED = "expired"
     MODEL_NOT_ALLOWED = "model_not_allowed"
     OVER_BUDGET = "over_budget"
+    # PostgreSQL could not be reached or did not answer in time: the key was NOT checked.
+    # ``allowed`` is then AUTHORIZE_ON_DB_ERROR's choice (deny by default).
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,12 @@ class Decision:
     allowed: bool
     reason: Reason
     key: ApiKey | None
+    detail: str | None = None  # for ``unavailable``: what failed (never the key)
+
+    @property
+    def checked(self) -> bool:
+        """False when the decision is AUTHORIZE_ON_DB_ERROR's fallback, not a real check."""
+        return self.reason is not Reason.UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +138,15 @@ class KeyReader:
         usage: UsageReader,
         *,
         clock: Callable[[], datetime] = _now,
+        allow_when_unavailable: bool = False,
     ) -> None:
         self._db = db
         self._cache = cache
         self._models = models
         self._usage = usage
         self._clock = clock
+        self._allow_when_unavailable = allow_when_unavailable
+        self.unavailable = 0  # authorize() answers that could not be checked
         # Notifications may name a key by id only; this maps ids of cached keys to their hash.
         # Pruned to the cache's live keys when it grows past twice the cache size.
         self._hash_by_id: dict[str, str] = {}
@@ -184,24 +196,33 @@ class KeyReader:
     async def authorize(self, plaintext_key: str, model: str) -> Decision:
         """May ``plaintext_key`` call ``model`` now? Checks run in the order of :class:`Reason`.
 
-        Expiry is compared with the clock at every call, never cached as a boolean.
+        Expiry is compared with the clock at every call, never cached as a boolean. When a
+        check needs PostgreSQL and it cannot answer (unreachable, or past DB_ACQUIRE_TIMEOUT +
+        DB_COMMAND_TIMEOUT), the answer is ``Reason.UNAVAILABLE``, allowed or not by
+        AUTHORIZE_ON_DB_ERROR, with the key when it came from the cache. Never raises for that.
         """
-        key = await self.get_by_hash(hash_key(plaintext_key)) if plaintext_key else None
-        if key is None:
-            return Decision(False, Reason.UNKNOWN_KEY, None)
-        if key.revoked_at is not None:
-            return Decision(False, Reason.REVOKED, key)
-        if not key.enabled:
-            return Decision(False, Reason.DISABLED, key)
-        if key.expires_at is not None and key.expires_at <= self._clock():
-            return Decision(False, Reason.EXPIRED, key)
-        if key.allowed_models and not await self._model_allowed(key.allowed_models, model):
-            return Decision(False, Reason.MODEL_NOT_ALLOWED, key)
-        if key.max_budget_usd is not None:
-            spent = await self._usage.month_to_date_spend(key.id)
-            if spent >= key.max_budget_usd:
-                return Decision(False, Reason.OVER_BUDGET, key)
-        return Decision(True, Reason.OK, key)
+        key: ApiKey | None = None
+        try:  # one frame, no helper coroutine: this is the cached hot path
+            if plaintext_key:
+                key = await self.get_by_hash(hash_key(plaintext_key))
+            if key is None:
+                return Decision(False, Reason.UNKNOWN_KEY, None)
+            if key.revoked_at is not None:
+                return Decision(False, Reason.REVOKED, key)
+            if not key.enabled:
+                return Decision(False, Reason.DISABLED, key)
+            if key.expires_at is not None and key.expires_at <= self._clock():
+                return Decision(False, Reason.EXPIRED, key)
+            if key.allowed_models and not await self._model_allowed(key.allowed_models, model):
+                return Decision(False, Reason.MODEL_NOT_ALLOWED, key)
+            if key.max_budget_usd is not None:
+                spent = await self._usage.month_to_date_spend(key.id)
+                if spent >= key.max_budget_usd:
+                    return Decision(False, Reason.OVER_BUDGET, key)
+            return Decision(True, Reason.OK, key)
+        except DatabaseUnavailableError as exc:
+            self.unavailable += 1
+            return Decision(self._allow_when_unavailable, Reason.UNAVAILABLE, key, str(exc))
 
     async def _model_allowed(self, allowed: frozenset[str], model: str) -> bool:
         if model in allowed:

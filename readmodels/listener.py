@@ -155,7 +155,8 @@ class Listener:
                     await conn.execute("SELECT 1", timeout=self._ping_interval)
                 except (OSError, TimeoutError, asyncpg.PostgresError,
                         asyncpg.InterfaceError) as exc:
-                    log.warning("invalidation listener connection failed a ping: %s", exc)
+                    log.warning("invalidation listener connection failed a ping: %s",
+                                str(exc) or type(exc).__name__)
                     self._connection_lost(lost)
 
     async def _disconnect(self) -> None:

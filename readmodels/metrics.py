@@ -66,6 +66,10 @@ class ReadModelsCollector(Collector):
         notifications = CounterMetricFamily(f"{_PREFIX}_notifications",
                                             "Invalidation notifications received.",
                                             labels=["instance"])
+        unavailable = CounterMetricFamily(
+            f"{_PREFIX}_authorize_unavailable",
+            "authorize() answers not checked: PostgreSQL unreachable or too slow.",
+            labels=["instance"])
         with self._lock:
             live = [(name, ref()) for name, ref in self._instances.items()]
         for instance, models in live:
@@ -84,8 +88,9 @@ class ReadModelsCollector(Collector):
             listening.add_metric([instance], 1.0 if stats.listening else 0.0)
             reconnects.add_metric([instance], stats.listener_reconnects)
             notifications.add_metric([instance], stats.notifications)
+            unavailable.add_metric([instance], stats.authorize_unavailable)
         yield from counters.values()
-        yield from (size, rate, listening, reconnects, notifications)
+        yield from (size, rate, listening, reconnects, notifications, unavailable)
 
 
 _collectors: weakref.WeakKeyDictionary[CollectorRegistry, ReadModelsCollector] = (

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator
@@ -17,10 +18,12 @@ from typing import Any, Final
 
 import asyncpg
 
+from ledger.exceptions import SettingsError
 from ledger.invalidation import Invalidation
-from ledger.settings import Settings
+from ledger.settings import Settings, load_settings
 from readmodels.cache import Cache, CacheStats
 from readmodels.exceptions import (
+    InvalidArgumentError,
     ReadModelError,
     ReadModelsClosedError,
     translate_errors,
@@ -44,7 +47,13 @@ class _Recycle(Exception):
 
 
 class Database:
-    """The asyncpg pool, with errors translated and connections recycled by age.
+    """The asyncpg pool, with errors translated, calls bounded and connections recycled by age.
+
+    Every call gives up after ``DB_ACQUIRE_TIMEOUT`` waiting for a connection (opening one
+    included) and ``DB_COMMAND_TIMEOUT`` per statement (asyncpg then asks the server to cancel
+    it), and the whole call, giving the connection back included, after the sum of the two: a
+    server that stops answering altogether cannot even take a cancel request, and a gateway
+    must still get its answer. The limits are client-side for that reason.
 
     asyncpg has no maximum connection lifetime, only an idle one. We record each connection's
     birth in ``init`` and, in the pool's ``reset`` hook (run on every release), raise for a
@@ -55,11 +64,17 @@ class Database:
     """
 
     def __init__(self, pool: asyncpg.Pool, max_lifetime: float,
-                 born: weakref.WeakKeyDictionary[Any, float]) -> None:
+                 born: weakref.WeakKeyDictionary[Any, float], settings: Settings) -> None:
         self.pool = pool
         self._max_lifetime = max_lifetime
         self._born = born
         self.recycled = 0
+        acquire = settings.db_acquire_timeout.total_seconds()
+        command = settings.db_command_timeout.total_seconds()
+        self._acquire_timeout = acquire
+        self._deadline = acquire + command
+        self._timed_out = (f"no answer within {self._deadline:g}s (DB_ACQUIRE_TIMEOUT "
+                           f"{acquire:g}s + DB_COMMAND_TIMEOUT {command:g}s)")
 
     @classmethod
     async def create(cls, dsn: str, settings: Settings) -> Database:
@@ -86,20 +101,28 @@ class Database:
                 max_inactive_connection_lifetime=settings.db_conn_max_idle_time.total_seconds(),
                 init=init,
                 reset=reset,
+                timeout=settings.db_connect_timeout.total_seconds(),
+                command_timeout=settings.db_command_timeout.total_seconds(),
             )
-        db = cls(pool, lifetime, born)
+        db = cls(pool, lifetime, born, settings)
         holder.append(db)
         return db
 
     async def _run(self, what: str, call: Callable[[Any], Awaitable[Any]]) -> Any:
-        result: Any = None
-        with translate_errors(what):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._deadline
+        with translate_errors(what, self._timed_out):
+            conn = await self.pool.acquire(timeout=self._acquire_timeout)
             try:
-                async with self.pool.acquire() as conn:
-                    result = await call(conn)
-            except _Recycle:
-                pass  # raised on release, after the query completed
-        return result
+                async with asyncio.timeout_at(deadline):
+                    return await call(conn)
+            finally:
+                # What is left of the deadline bounds the release too (asyncpg waits there for
+                # a cancelled query, then drops the connection). Passed as asyncpg's budget,
+                # not enforced by cancelling: a cancelled release leaves asyncpg's inner task
+                # behind, and asyncio logs its failure as "never retrieved".
+                with contextlib.suppress(_Recycle):  # the reset hook's signal
+                    await self.pool.release(conn, timeout=max(deadline - loop.time(), 0.001))
 
     async def fetch(self, what: str, query: str, *args: object) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self._run(what, lambda c: c.fetch(query, *args))
@@ -132,7 +155,13 @@ class Database:
         return await self._run(what, lambda c: c.fetchval(query, *args))
 
     async def close(self) -> None:
-        await self.pool.close()
+        # A graceful close waits for connections in use; none is held longer than a call's
+        # deadline, and a server that no longer answers gets its connections dropped.
+        try:
+            async with asyncio.timeout(self._deadline):
+                await self.pool.close()
+        except TimeoutError:
+            self.pool.terminate()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +181,7 @@ class Stats:
     listener_reconnects: int
     listener_losses: int
     notifications: int
+    authorize_unavailable: int = 0  # authorize() answers with reason "unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +193,10 @@ class Health:
 
 
 def _settings_from(target: Settings | str) -> tuple[Settings, str]:
-    settings = Settings(database_url=target) if isinstance(target, str) else target
+    try:
+        settings = load_settings(database_url=target) if isinstance(target, str) else target
+    except SettingsError as exc:  # a DSN that is not a PostgreSQL URL
+        raise InvalidArgumentError(str(exc)) from None
     if settings.database_url is None:
         raise ReadModelError("DATABASE_URL is not set; read models need a PostgreSQL URL")
     return settings, settings.database_url
@@ -210,10 +243,13 @@ class ReadModels:
         db = self._db
         self.models = ModelReader(db, self._model_cache)
         self.usage = UsageReader(db, self._spend_cache)
-        self.keys = KeyReader(db, self._key_cache, self.models, self.usage)
+        self.keys = KeyReader(
+            db, self._key_cache, self.models, self.usage,
+            allow_when_unavailable=self._settings.authorize_on_db_error == "allow")
         self._listener = Listener(
             self._dsn, self._apply, self._listener_lost, self._listener_up,
             ping_interval=self._ping_interval,
+            connect_timeout=self._settings.db_connect_timeout.total_seconds(),
         )
         try:
             await self._listener.start()
@@ -317,6 +353,7 @@ class ReadModels:
             listener_reconnects=listener.reconnects,
             listener_losses=listener.connection_losses,
             notifications=listener.notifications,
+            authorize_unavailable=self.keys.unavailable,
         )
 
 

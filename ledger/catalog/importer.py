@@ -50,6 +50,7 @@ from ledger.catalog.berriai import (
     load_snapshot,
     providers_from_price_map,
 )
+from ledger.db import connect
 from ledger.events import (
     EventBase,
     ModelAliasRemoved,
@@ -271,7 +272,7 @@ class CatalogImporter:
     async def plan(
         self, price_map: Mapping[str, Mapping[str, Any]], *, valid_from: datetime | None = None
     ) -> ImportPlan:
-        conn = await asyncpg.connect(self.dsn)
+        conn = await connect(str(self.dsn), self.settings)
         try:
             state = await read_catalog_state(conn)
         finally:
@@ -333,7 +334,7 @@ class CatalogImporter:
         """
         expected = summary.plan.entries - len(summary.plan.rejected)
         deadline = time.monotonic() + timeout_s
-        conn = await asyncpg.connect(self.dsn)
+        conn = await connect(str(self.dsn), self.settings)
         try:
             while True:
                 live = await conn.fetchval("SELECT count(*) FROM models WHERE retired_at IS NULL")

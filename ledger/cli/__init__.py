@@ -5,17 +5,23 @@ from __future__ import annotations
 import sys
 
 from ledger.cli.app import app
-from ledger.exceptions import LedgerError
+from ledger.cli.errors import explain
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """Entry point: a LedgerError ends the command with one clear line, never a traceback."""
+    """Entry point: a failure the operator can fix ends the command with one line, exit 1.
+
+    ``ledger.cli.errors.explain`` decides which failures those are; a bug keeps its traceback.
+    """
     try:
         app()
-    except LedgerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        line = explain(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)

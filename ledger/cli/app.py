@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from ledger.cli import catalog_cmd, demo_cmd, dev, keys_cmd, project, reconcile_cmd, schema_cmd
+from ledger.cli import (
+    catalog_cmd,
+    demo_cmd,
+    dev,
+    errors,
+    keys_cmd,
+    project,
+    reconcile_cmd,
+    schema_cmd,
+)
 
 app = typer.Typer(
     name="ledger",
@@ -13,6 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.callback()(errors.before_command)
 app.add_typer(dev.app, name="dev")
 dev.register(app)
 schema_cmd.register(app)

@@ -26,6 +26,7 @@ from ledger.catalog.lookup import ModelMatch, ResolvedModel, aliases_of, catalog
 from ledger.catalog.lookup import resolve as resolve_in_db
 from ledger.catalog.lookup import search as search_in_db
 from ledger.cli import context
+from ledger.db import DatabaseConnectError, connect
 from ledger.exceptions import LedgerError
 from ledger.pricing import CostBreakdown, Usage, price
 
@@ -36,7 +37,6 @@ catalog_app = typer.Typer(help="The model catalog: BerriAI's price map as events
 models_app = typer.Typer(help="Look models up in the projected catalog.", no_args_is_help=True)
 
 EXIT_UNPRICED = 2
-_CONNECT_TIMEOUT_S = 3.0
 
 
 class CatalogLookupError(LedgerError):
@@ -118,11 +118,7 @@ def import_catalog(
 
 
 async def _connect() -> asyncpg.Connection:
-    dsn = context.database_url()
-    try:
-        return await asyncpg.connect(dsn, timeout=_CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise CatalogLookupError(f"cannot reach the database: {exc}") from exc
+    return await connect(context.database_url(), context.settings())
 
 
 @models_app.command("search")
@@ -189,9 +185,9 @@ class _Priced:
 async def _from_database(name: str) -> _Priced | str:
     """The model from PostgreSQL, or (a str) why the packaged snapshot is used instead."""
     try:
-        conn = await asyncpg.connect(context.database_url(), timeout=_CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        return f"database not reachable ({type(exc).__name__})"
+        conn = await connect(context.database_url(), context.settings())
+    except DatabaseConnectError as exc:
+        return f"database not reachable ({exc})"
     try:
         try:
             if await catalog_is_empty(conn):

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ledger.cli import context
+from ledger.db import connect, one_line
+from ledger.exceptions import LedgerError, MigrationError
 from ledger.migrate import Migrator
 from ledger.topics import describe_topics, ensure_topics, topic_differences, topic_specs
 
@@ -73,13 +75,13 @@ async def _status() -> None:
     pg_detail, migrations = "", []
     if state.postgres.running:
         try:
-            conn = await asyncpg.connect(stack.database_url, timeout=5)
+            conn = await connect(stack.database_url, stack.settings)
             try:
                 pg_detail = str(await conn.fetchval("SHOW server_version"))
                 migrations = await Migrator(conn).applied()
             finally:
                 await conn.close()
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (LedgerError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             pg_detail = f"not answering: {exc}"
     topics: dict[str, int | None] = {}
     if state.kafka.running:
@@ -124,9 +126,18 @@ def migrate() -> None:
 
 
 async def _migrate() -> list[str]:
-    conn = await asyncpg.connect(context.database_url(), timeout=10)
+    settings = context.settings()
+    # Its own statement timeout: a migration may rewrite a large table, and a second runner
+    # waits for the first on the advisory lock.
+    limit = settings.db_migrate_statement_timeout
+    conn = await connect(context.database_url(), settings, statement_timeout=limit)
     try:
         return [f"{m.version:04d}_{m.name}" for m in await Migrator(conn).migrate()]
+    except (MigrationError, asyncpg.QueryCanceledError) as exc:
+        if "statement timeout" not in str(exc):
+            raise
+        raise MigrationError(f"{one_line(exc)} (DB_MIGRATE_STATEMENT_TIMEOUT is "
+                             f"{limit.total_seconds():g}s; raise it, or 0 for none)") from exc
     finally:
         await conn.close()
 

@@ -13,12 +13,12 @@ from decimal import Decimal
 from typing import Any, cast
 from uuid import UUID
 
-import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ledger.cli import context
+from ledger.db import connect
 from ledger.events import ApiKeyCreated, EventBase
 from ledger.keys import generate_key, hash_key
 from ledger.producer import LedgerProducer
@@ -227,7 +227,7 @@ def report(
     group = cast(GroupBy, by)  # checked just above
 
     async def load() -> list[dict[str, Any]]:
-        conn = await asyncpg.connect(context.database_url())
+        conn = await connect(context.database_url(), context.settings())
         try:
             rows = await spend_report(conn, month=first, by=group, key_id=key, top=top)
         finally:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ledger.cli import context
+from ledger.db import connect
 from projections import PROJECTION_NAMES, ProjectorWorker, lognoise, make_projection
 from projections.deadletters import DeadLetter, list_dead_letters
 from projections.replay import replay_dead_letters
@@ -84,7 +84,7 @@ def dlq_list(
 ) -> None:
     """List dead letters, oldest first."""
     async def load() -> list[DeadLetter]:
-        conn = await asyncpg.connect(context.database_url())
+        conn = await connect(context.database_url(), context.settings())
         try:
             return await list_dead_letters(conn, projection=projection,
                                            pending_only=not all_, limit=limit)
@@ -109,7 +109,8 @@ def dlq_replay(
     if (id_ is None) == (not all_):
         raise typer.BadParameter("give exactly one of --id N or --all")
     ids = None if id_ is None else [id_]
-    report = asyncio.run(replay_dead_letters(context.database_url(), ids=ids))
+    report = asyncio.run(replay_dead_letters(context.database_url(), ids=ids,
+                                             settings=context.settings()))
     console.print(f"replayed {report.replayed}, still failing {report.failed}")
 
 

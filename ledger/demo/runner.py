@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.progress import (
@@ -35,6 +34,7 @@ from rich.progress import (
 
 from ledger.catalog import load_snapshot
 from ledger.catalog.importer import CatalogImporter
+from ledger.db import connect
 from ledger.demo.traffic import DemoKey, TrafficGenerator
 from ledger.devstack import DevStack
 from ledger.migrate import Migrator
@@ -84,7 +84,8 @@ class DemoRunner:
 
     async def prepare(self) -> None:
         self.stack.up()
-        conn = await asyncpg.connect(self.dsn)
+        conn = await connect(self.dsn, self.settings,
+                             statement_timeout=self.settings.db_migrate_statement_timeout)
         try:
             await Migrator(conn).migrate()
         finally:
@@ -202,7 +203,7 @@ class DemoRunner:
         return progress, emitted, projected
 
     async def _projected(self) -> int:
-        conn = await asyncpg.connect(self.dsn)
+        conn = await connect(self.dsn, self.settings)
         try:
             value = await conn.fetchval(
                 "SELECT coalesce(sum(next_offset), 0) FROM projection_checkpoints "
@@ -232,7 +233,7 @@ class DemoRunner:
 
     async def _wait_keys(self, keys: list[DemoKey], *, revoked: bool) -> None:
         """Wait until the keys projection has the keys (or their revocations)."""
-        conn = await asyncpg.connect(self.dsn)
+        conn = await connect(self.dsn, self.settings)
         try:
             ids = [key.id for key in keys]
             for _ in range(1200):

@@ -94,3 +94,54 @@ def test_environment_round_trips_for_child_processes(monkeypatch: pytest.MonkeyP
     for name, value in original.environment().items():
         monkeypatch.setenv(name, value)
     assert load_settings() == original
+
+
+def test_timeout_defaults_bound_every_database_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DB_CONNECT_TIMEOUT", "DB_ACQUIRE_TIMEOUT", "DB_COMMAND_TIMEOUT",
+                 "DB_STATEMENT_TIMEOUT", "DB_MIGRATE_STATEMENT_TIMEOUT", "AUTHORIZE_ON_DB_ERROR"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert s.db_connect_timeout == timedelta(seconds=5)
+    assert s.db_acquire_timeout == timedelta(seconds=1)
+    assert s.db_command_timeout == timedelta(seconds=2)
+    assert s.db_statement_timeout == timedelta(seconds=60)
+    assert s.db_migrate_statement_timeout == timedelta(minutes=15)
+    assert s.authorize_on_db_error == "deny"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("DB_COMMAND_TIMEOUT", "0", "greater than"),  # the hot path is never unbounded
+        ("DB_ACQUIRE_TIMEOUT", "never", "300ms, 90s, 5m or 1h"),
+        ("AUTHORIZE_ON_DB_ERROR", "maybe", "'deny' or 'allow'"),
+        ("DATABASE_URL", "garbage", "postgresql://"),
+        ("DATABASE_URL", "mysql://u@h/db", "postgresql://"),
+        ("DATABASE_URL", "postgresql://u@h:port/db", "port"),
+    ],
+)
+def test_bad_timeout_or_url_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, needle: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert name in message and needle in message and "\n" not in message
+
+
+def test_statement_timeouts_of_zero_mean_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_STATEMENT_TIMEOUT", "0")
+    monkeypatch.setenv("DB_MIGRATE_STATEMENT_TIMEOUT", "0s")
+    s = load_settings()
+    assert s.db_statement_timeout == s.db_migrate_statement_timeout == timedelta(0)
+
+
+def test_a_bad_database_url_is_reported_without_its_password(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://ledger:s3cret@db:notaport/ledger")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "DATABASE_URL" in str(info.value) and "s3cret" not in str(info.value)
+    assert "postgresql://ledger:***@db:notaport/ledger" in str(info.value)

@@ -1,0 +1,104 @@
+"""Connections to PostgreSQL from the CLI and the workers: bounded, and failing with one line.
+
+Every connection opened here gives up connecting after ``DB_CONNECT_TIMEOUT`` and runs with a
+server-side ``statement_timeout`` (``DB_STATEMENT_TIMEOUT``, or ``DB_MIGRATE_STATEMENT_TIMEOUT``
+for ``ledger migrate``), so no command or worker can wait forever on a server that stopped
+answering or on a lock somebody else holds. A failure to connect is a
+:class:`DatabaseConnectError` whose message names the server (password hidden) and why.
+
+The read models' pool is configured in ``readmodels/readmodels.py`` (client-side timeouts,
+since a gateway must get its answer back even from a server that no longer answers at all).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from ledger.exceptions import LedgerError
+
+if TYPE_CHECKING:
+    from ledger.settings import Settings
+
+URL_EXAMPLE = "postgresql://user:password@host:5432/database"
+_SCHEMES = ("postgresql", "postgres")
+
+
+class DatabaseConnectError(LedgerError):
+    """PostgreSQL could not be connected to: unreachable, refusing, or misconfigured."""
+
+    retriable = True
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, at, host = rest.rpartition("@")
+    user, colon, _password = credentials.partition(":")
+    return f"{scheme}://{user}:***{at}{host}" if colon else url
+
+
+def check_postgres_url(url: str) -> None:
+    """Raise ``ValueError`` (one line, no password) unless ``url`` can be a PostgreSQL URL.
+
+    Only the shape is checked (scheme, port); asyncpg reports the rest when it connects.
+    """
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"not a PostgreSQL URL ({exc}); expected {URL_EXAMPLE}") from None
+    if parts.scheme not in _SCHEMES:
+        raise ValueError(f"not a PostgreSQL URL; expected {URL_EXAMPLE}")
+
+
+def statement_timeout_setting(timeout: timedelta) -> dict[str, str]:
+    """``server_settings`` for asyncpg: ``statement_timeout`` in ms (0 means none)."""
+    return {"statement_timeout": str(max(round(timeout.total_seconds() * 1000), 0))}
+
+
+def connect_options(settings: Settings, statement_timeout: timedelta | None = None
+                    ) -> dict[str, Any]:
+    """Keyword arguments for ``asyncpg.connect``: the connect timeout and statement timeout.
+
+    ``statement_timeout`` defaults to ``DB_STATEMENT_TIMEOUT``.
+    """
+    timeout = settings.db_statement_timeout if statement_timeout is None else statement_timeout
+    return {
+        "timeout": settings.db_connect_timeout.total_seconds(),
+        "server_settings": statement_timeout_setting(timeout),
+    }
+
+
+# What asyncpg raises when it cannot get a session: the server is away (OSError, timeout),
+# refuses us (auth, unknown database: PostgresError) or the URL is unusable (InterfaceError,
+# ValueError from its parser).
+_CONNECT_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                     ValueError)
+
+
+async def connect(dsn: str, settings: Settings, *, statement_timeout: timedelta | None = None
+                  ) -> asyncpg.Connection:
+    """Open a connection bounded by the settings' timeouts, or raise one clear line."""
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            dsn, **connect_options(settings, statement_timeout))
+    except TimeoutError:
+        raise DatabaseConnectError(
+            f"cannot connect to PostgreSQL at {redact_url(dsn)}: no answer within "
+            f"{settings.db_connect_timeout.total_seconds():g}s (DB_CONNECT_TIMEOUT)") from None
+    except _CONNECT_FAILURES as exc:
+        raise DatabaseConnectError(
+            f"cannot connect to PostgreSQL at {redact_url(dsn)}: {one_line(exc)}") from None
+    return conn
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (its type name when it has none)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

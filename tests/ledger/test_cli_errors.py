@@ -1,0 +1,131 @@
+"""Every CLI failure an operator can cause is one line on stderr naming what is wrong.
+
+Run as an operator would: a subprocess with the environment set. Nothing listens on the free
+ports used as "unreachable" (refused at once). ``timeout`` is a hang guard, nothing is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ledger.devstack.ports import free_port
+from ledger.settings import Settings
+
+HANG_GUARD_S = 30
+KEY_ID = "00000000-0000-4000-8000-000000000000"
+
+# Every command that reads PostgreSQL.
+DATABASE_COMMANDS = [
+    ("migrate",), ("status",), ("keys", "list"), ("keys", "show", KEY_ID), ("dlq", "list"),
+    ("dlq", "replay", "--all"), ("usage", "report"), ("models", "search", "gpt"),
+    ("models", "show", "gpt-4o"), ("rebuild", "keys"), ("catalog", "import", "--dry-run"),
+]
+# Every command that talks to Kafka once PostgreSQL has answered (or without it).
+KAFKA_COMMANDS = [("topics", "ensure"), ("status",), ("rebuild", "keys")]
+
+
+def _ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ledger", *args], env=env, capture_output=True,
+                          text=True, timeout=HANG_GUARD_S, check=False, stdin=subprocess.DEVNULL)
+
+
+def _env(home: Path, **settings: str) -> dict[str, str]:
+    """The environment without any ledger setting of the caller, plus ``settings``."""
+    names = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env.update(LEDGER_HOME=str(home), SPOOL_DIR=str(home / "spool"), COLUMNS="200", **settings)
+    return env
+
+
+def _one_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert result.returncode not in (0, None), result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def unreachable() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+@pytest.mark.parametrize("args", [*DATABASE_COMMANDS, ("project",), ("cost", "gpt-4o"),
+                                  ("keys", "create", "--name", "x"), ("dev", "status")])
+def test_a_database_url_that_is_not_a_url(tmp_path: Path, unreachable: str,
+                                          args: tuple[str, ...]) -> None:
+    env = _env(tmp_path, DATABASE_URL="garbage", KAFKA_BOOTSTRAP_SERVERS=unreachable)
+    _one_line(_ledger(env, *args), "DATABASE_URL", "garbage")
+
+
+@pytest.mark.parametrize("args", DATABASE_COMMANDS)
+def test_an_unreachable_database(tmp_path: Path, unreachable: str,
+                                 args: tuple[str, ...]) -> None:
+    url = f"postgresql://ledger:s3cret@{unreachable}/ledger"
+    env = _env(tmp_path, DATABASE_URL=url, KAFKA_BOOTSTRAP_SERVERS=unreachable)
+    line = _one_line(_ledger(env, *args), "PostgreSQL", unreachable)
+    assert "s3cret" not in line
+
+
+@pytest.mark.parametrize("args", KAFKA_COMMANDS)
+def test_an_unreachable_broker(tmp_path: Path, unreachable: str, pg_dsn: str,
+                               args: tuple[str, ...]) -> None:
+    env = _env(tmp_path, DATABASE_URL=pg_dsn, KAFKA_BOOTSTRAP_SERVERS=unreachable)
+    _one_line(_ledger(env, *args), "Kafka", unreachable, "KAFKA_BOOTSTRAP_SERVERS")
+
+
+def test_a_negative_budget_names_the_field(tmp_path: Path, settings: Settings) -> None:
+    env = {**_env(tmp_path), **settings.environment()}
+    result = _ledger(env, "keys", "create", "--name", "x", "--budget", "-5")
+    _one_line(result, "max_budget_usd", "greater than or equal to 0", "-5")
+    assert "api key" not in result.stdout  # nothing was created, no key shown
+
+
+def test_a_migration_that_is_missing_says_so(tmp_path: Path, empty_pg_dsn: str) -> None:
+    env = _env(tmp_path, DATABASE_URL=empty_pg_dsn)
+    _one_line(_ledger(env, "dlq", "list"), "dead_letters", "ledger migrate")
+
+
+def test_cost_falls_back_to_the_snapshot_when_the_database_is_unreachable(
+    tmp_path: Path, unreachable: str
+) -> None:
+    # Documented: prices come from the packaged snapshot then, and the output says why.
+    env = _env(tmp_path, DATABASE_URL=f"postgresql://postgres@{unreachable}/x")
+    result = _ledger(env, "cost", "gpt-4o", "--prompt", "10")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert ("database not reachable (cannot connect to PostgreSQL at "
+            f"postgresql://postgres@{unreachable}/x") in result.stdout
+
+
+def test_project_keeps_retrying_an_unreachable_database(tmp_path: Path,
+                                                        unreachable: str) -> None:
+    """A guard for the boundary: `ledger project` waits for PostgreSQL instead of exiting."""
+    env = _env(tmp_path, DATABASE_URL=f"postgresql://postgres@{unreachable}/x",
+               KAFKA_BOOTSTRAP_SERVERS=unreachable)
+    worker = subprocess.Popen([sys.executable, "-m", "ledger", "project", "-p", "keys"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert worker.stderr is not None
+        retries = 0
+        for line in worker.stderr:
+            if "database unavailable" in line and "retrying" in line:
+                retries += 1
+                if retries == 2:
+                    break
+        assert retries == 2 and worker.poll() is None  # still running, retrying
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=HANG_GUARD_S) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()

@@ -1,0 +1,188 @@
+"""authorize() when PostgreSQL cannot answer: a stopped server and a query blocked on a lock.
+
+The decision's reason is ``unavailable`` and it says it was not checked; AUTHORIZE_ON_DB_ERROR
+decides whether it allows. A key already in the cache is answered from it, without the database.
+The ``asyncio.wait_for`` guards only turn a hang (the defect) into a failure; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from ledger.devstack import EmbeddedPostgres
+from ledger.devstack.ports import free_port
+from ledger.migrate import Migrator
+from readmodels import (
+    DatabaseUnavailableError,
+    InvalidArgumentError,
+    ReadModels,
+    Reason,
+    register_metrics,
+)
+from tests.readmodels.conftest import Writer, make_settings
+
+HANG_GUARD_S = 30  # far above every timeout used here: only a hang reaches it
+
+SHORT = {"db_command_timeout": "300ms", "db_acquire_timeout": "300ms"}
+
+
+@pytest.fixture
+async def throwaway_postgres(tmp_path: Path) -> AsyncIterator[EmbeddedPostgres]:
+    """A PostgreSQL of this test alone, so stopping it disturbs no other test."""
+    server = EmbeddedPostgres(tmp_path / "pgdata", free_port())
+    await asyncio.to_thread(server.start)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop, "immediate")
+
+
+async def test_a_stopped_server_answers_unavailable_denied_or_allowed_by_setting(
+    throwaway_postgres: EmbeddedPostgres,
+) -> None:
+    dsn = throwaway_postgres.dsn
+    conn = await asyncpg.connect(dsn)
+    try:
+        await Migrator(conn).migrate()
+        plaintext, _, _ = await Writer(conn).add_key()
+    finally:
+        await conn.close()
+    async with (ReadModels.open(make_settings(dsn, **SHORT)) as deny,
+                ReadModels.open(make_settings(dsn, authorize_on_db_error="allow",
+                                              **SHORT)) as allow):
+        await asyncio.to_thread(throwaway_postgres.stop, "immediate")
+        for rm, allowed in ((deny, False), (allow, True)):
+            decision = await asyncio.wait_for(rm.keys.authorize(plaintext, "m"), HANG_GUARD_S)
+            assert decision.reason is Reason.UNAVAILABLE
+            assert decision.allowed is allowed
+            assert decision.checked is False and decision.key is None
+            assert decision.detail is not None and "database unavailable" in decision.detail
+            assert rm.stats().authorize_unavailable == 1
+        # Lookups other than authorize still raise, so callers can tell "no" from "not known".
+        with pytest.raises(DatabaseUnavailableError):
+            await asyncio.wait_for(deny.keys.get_by_hash("0" * 64), HANG_GUARD_S)
+
+
+async def test_a_blocked_query_gives_up_after_the_command_timeout(
+    pg_dsn: str, writer: Writer
+) -> None:
+    cached, _, _ = await writer.add_key()
+    uncached, _, _ = await writer.add_key()
+    async with ReadModels.open(make_settings(pg_dsn, **SHORT)) as rm:
+        assert (await rm.keys.authorize(cached, "m")).reason is Reason.OK  # now cached
+        queries = rm.keys.queries
+        blocker = await asyncpg.connect(pg_dsn)
+        try:
+            async with blocker.transaction():
+                # Every read of api_keys now waits for this transaction.
+                await blocker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+                decision = await asyncio.wait_for(rm.keys.authorize(uncached, "m"),
+                                                  HANG_GUARD_S)
+                assert (decision.allowed, decision.reason, decision.checked) == (
+                    False, Reason.UNAVAILABLE, False)
+                assert decision.detail is not None and "DB_COMMAND_TIMEOUT" in decision.detail
+
+                hit = await asyncio.wait_for(rm.keys.authorize(cached, "m"), HANG_GUARD_S)
+                assert (hit.allowed, hit.reason, hit.checked) == (True, Reason.OK, True)
+                assert rm.keys.queries == queries + 1  # only the uncached key went to PostgreSQL
+
+                with pytest.raises(DatabaseUnavailableError, match="DB_COMMAND_TIMEOUT"):
+                    await asyncio.wait_for(rm.keys.list(), HANG_GUARD_S)
+        finally:
+            await blocker.close()
+        # The lock is gone: the same key is checked normally (the failure was not cached).
+        again = await asyncio.wait_for(rm.keys.authorize(uncached, "m"), HANG_GUARD_S)
+        assert again.reason is Reason.OK and again.checked
+        assert rm.stats().authorize_unavailable == 1
+        registry = CollectorRegistry()
+        register_metrics(rm, registry, instance="gw")
+        assert ('readmodels_authorize_unavailable_total{instance="gw"} 1.0'
+                in generate_latest(registry).decode())
+
+
+async def test_a_cached_key_whose_budget_cannot_be_checked_is_unavailable_with_its_key(
+    pg_dsn: str, writer: Writer
+) -> None:
+    plaintext, key_id, _ = await writer.add_key(max_budget_usd=Decimal("10"))
+    # spend_ttl=0: month-to-date spend is read from PostgreSQL at every authorize.
+    async with ReadModels.open(make_settings(pg_dsn, authorize_on_db_error="allow", **SHORT),
+                               spend_ttl=0) as rm:
+        assert (await rm.keys.authorize(plaintext, "m")).reason is Reason.OK
+        blocker = await asyncpg.connect(pg_dsn)
+        try:
+            async with blocker.transaction():
+                await blocker.execute(
+                    "LOCK TABLE monthly_usage_summaries IN ACCESS EXCLUSIVE MODE")
+                decision = await asyncio.wait_for(rm.keys.authorize(plaintext, "m"),
+                                                  HANG_GUARD_S)
+        finally:
+            await blocker.close()
+    assert (decision.allowed, decision.reason, decision.checked) == (
+        True, Reason.UNAVAILABLE, False)
+    assert decision.key is not None and decision.key.id == key_id  # the key itself was known
+
+
+async def test_a_dsn_that_is_not_a_postgresql_url_is_an_invalid_argument() -> None:
+    with pytest.raises(InvalidArgumentError, match="DATABASE_URL"):
+        await ReadModels.open("garbage")
+
+
+def _postgres_processes(postmaster: int) -> list[int]:
+    """The postmaster and its children (backends, checkpointer...)."""
+    found = [postmaster]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == postmaster:
+            found.append(int(stat.parent.name))
+    return found
+
+
+async def test_a_frozen_server_is_given_up_on_and_leaves_no_unretrieved_errors(
+    throwaway_postgres: EmbeddedPostgres,
+) -> None:
+    """The server accepts TCP but answers nothing, not even the cancel request (SIGSTOP)."""
+    dsn = throwaway_postgres.dsn
+    conn = await asyncpg.connect(dsn)
+    try:
+        await Migrator(conn).migrate()
+        plaintext, _, _ = await Writer(conn).add_key()
+    finally:
+        await conn.close()
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    postmaster = throwaway_postgres.pid()
+    assert postmaster is not None
+    try:
+        async with ReadModels.open(make_settings(dsn, **SHORT)) as rm:
+            frozen = _postgres_processes(postmaster)  # now with the pool's backends
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                decision = await asyncio.wait_for(rm.keys.authorize(plaintext, "m"),
+                                                  HANG_GUARD_S)
+                assert decision.reason is Reason.UNAVAILABLE and not decision.checked
+                # The connection is given back in the background (asyncpg allows it
+                # DB_ACQUIRE_TIMEOUT); let that finish, then collect what it left behind.
+                await asyncio.sleep(1.0)
+                gc.collect()
+            finally:
+                for pid in frozen:
+                    os.kill(pid, signal.SIGCONT)
+    finally:
+        loop.set_exception_handler(previous)
+    assert not [m for m in reported if "never retrieved" in m], reported
