@@ -21,7 +21,11 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 
 from ledger.exceptions import TopicError
+from ledger.kafka_metadata import forbid_topic_autocreation
 from ledger.settings import Settings
+
+forbid_topic_autocreation()  # asking about a topic must never create it
+
 
 _ALREADY_EXISTS = 36  # TOPIC_ALREADY_EXISTS: another runner created it meanwhile, fine
 _NOT_SET = "not set (broker default)"

@@ -1,5 +1,6 @@
 """Projector workers: Kafka topics -> PostgreSQL tables, exactly once in effect."""
 
+from ledger.kafka_metadata import forbid_topic_autocreation
 from projections.base import ApplyResult, Envelope, Failure, Projection
 from projections.exceptions import (
     PartitionLostError,
@@ -32,3 +33,4 @@ __all__ = [
 # Every consumer in a process that uses this package (workers, rebuild, status, replay)
 # turns a record batch it cannot decode into one dead letter instead of a stuck partition.
 _install_unreadable_guard()
+forbid_topic_autocreation()  # the ledger's topics come from `ledger topics ensure` only

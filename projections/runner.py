@@ -377,10 +377,17 @@ class ProjectionRunner:
 
     # -- broker reset ------------------------------------------------------------------------
     async def _detect_reset(self) -> None:
-        """A checkpoint beyond the fetch high watermark means the broker lost its log."""
+        """A checkpoint beyond the fetch high watermark, for a partition with no anchor yet.
+
+        Once a partition has an anchor, only the anchor decides (``_check_logs``): the
+        embedded broker can report a high watermark below records it has just served, and
+        resetting on that replayed a partition from 0 once a second (a chaos run).
+        """
         assert self._consumer is not None
         beyond = []
         for tp, position in self.positions.items():
+            if self.anchors.get(tp) is not None:
+                continue
             highwater = self._consumer.highwater(tp)
             if highwater is not None and position > highwater:
                 beyond.append(tp)

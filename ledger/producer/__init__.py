@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ledger.events import Topics
+from ledger.kafka_metadata import forbid_topic_autocreation
 from ledger.producer.builders import UNSET, EventBuilder
 from ledger.producer.producer import LedgerProducer
 from ledger.producer.sending import Delivery, partition_for_key
@@ -18,3 +19,6 @@ __all__ = [
     "Topics",
     "partition_for_key",
 ]
+
+# The ledger's topics are created by `ledger topics ensure` only (ledger.kafka_metadata).
+forbid_topic_autocreation()

@@ -14,6 +14,7 @@ from typing import Any, Literal, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
+    KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
@@ -179,6 +180,12 @@ class PartitionMap:
         return chosen
 
 
+class LogRewoundError(KafkaError):  # type: ignore[misc]
+    """An acknowledgement from a log that went backwards; retriable: the batch is spooled."""
+
+    retriable = True
+
+
 class RecordSender:
     """Sends pending records through one started AIOKafkaProducer."""
 
@@ -190,6 +197,9 @@ class RecordSender:
         self.metadata_timeout_s = metadata_timeout_s
         self._inflight: dict[int, tuple[str, int, list[PendingItem]]] = {}
         self._next_batch_id = 0
+        # Per partition, the offset after the last acknowledged batch: a later ack below it
+        # means the broker's log went backwards (see ``_check_ack``).
+        self._acked_end: dict[tuple[str, int], int] = {}
 
     async def _group(
         self, items: list[PendingItem]
@@ -269,10 +279,33 @@ class RecordSender:
                 return  # already handed to the spool by take_unacknowledged
             if future.cancelled():
                 callback(topic, partition, items, asyncio.CancelledError())
+            elif future.exception() is not None:
+                callback(topic, partition, items, future.exception())
             else:
-                callback(topic, partition, items, future.exception() or future.result())
+                callback(topic, partition, items,
+                         self._check_ack(topic, partition, len(items), future.result()))
 
         delivery.add_done_callback(settled)
+
+    def _check_ack(self, topic: str, partition: int, count: int, result: Any) -> Any:
+        """The acknowledgement, or a LogRewoundError if its offset went backwards.
+
+        A broker that lost its log (the embedded broker restarted, a topic recreated)
+        starts offsets over -- and the embedded one even acknowledges writes to a topic it
+        no longer has, at offset 0, and drops them. An acknowledged offset below the end of
+        an earlier one on the same partition is such a log: the batch is not trusted, it is
+        spooled and re-sent once the topic exists (a duplicate at worst; readers dedup).
+        """
+        offset = getattr(result, "offset", None)
+        if not isinstance(offset, int) or offset < 0:
+            return result
+        floor = self._acked_end.get((topic, partition))
+        self._acked_end[(topic, partition)] = offset + count
+        if floor is not None and offset < floor:
+            return LogRewoundError(
+                f"{topic}[{partition}] acknowledged at offset {offset}, below {floor} already "
+                "acknowledged: the broker's log was replaced; re-sending through the spool")
+        return result
 
     def take_unacknowledged(self) -> list[PendingItem]:
         """Items of batches still in flight; their later outcome is then ignored."""

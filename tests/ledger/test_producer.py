@@ -50,6 +50,7 @@ from tests.ledger.producer_helpers import (
     consume,
     create_topics,
     fail_next_batches,
+    private_broker,
     unique_topics,
 )
 from tests.projections.helpers import wait_until
@@ -337,3 +338,46 @@ def test_an_unknown_codec_is_refused_with_one_line() -> None:
         load_settings(kafka_compression="brotli")
     with pytest.raises(ValueError, match="compression_type"):
         LedgerProducer("127.0.0.1:1", compression_type="brotli")
+
+
+async def test_events_sent_across_a_broker_reset_are_never_lost(tmp_path: Path) -> None:
+    """The chaos run's loss: after a memory-only broker restarts, its first acknowledgements
+    (at offset 0, for a topic it no longer has) must not be trusted, and asking about a topic
+    must not create it with the broker's default partition count."""
+    topics = unique_topics()
+    key_ids = [uuid4() for _ in range(12)]
+    with private_broker(tmp_path) as broker:
+        await create_topics(broker.bootstrap_servers, topics, partitions=6)
+        async with LedgerProducer(broker.bootstrap_servers, topics=topics,
+                                  spool_dir=tmp_path / "spool", resend_backoff_max_s=0.2,
+                                  request_timeout_ms=3000) as producer:
+            before = [usage(producer, n, key_ids[n % 12]) for n in range(120)]
+            assert {(await f).status for f in [await producer.emit(e) for e in before]} \
+                == {"sent"}
+            await asyncio.to_thread(broker.stop)
+            await asyncio.to_thread(broker.start)
+            after = [usage(producer, n, key_ids[n % 12]) for n in range(120)]
+            deliveries = await asyncio.gather(*[await producer.emit(e) for e in after])
+            # Not one of them may claim to be in the new broker's (missing) topic.
+            assert {d.status for d in deliveries} == {"spooled"}
+            admin_topics = await _topic_names(broker.bootstrap_servers)
+            assert topics.usage not in admin_topics  # nobody auto-created it meanwhile
+            await create_topics(broker.bootstrap_servers, topics, partitions=6)
+            for _ in range(300):  # the spool drains once the topics are back
+                if not producer.spool_stats().spooling:
+                    break
+                await asyncio.sleep(0.1)
+            assert not producer.spool_stats().spooling
+        messages = await consume(broker.bootstrap_servers, [topics.usage], 120)
+    assert {e.event_id for e in after} <= {parse_event(m.value).event_id for m in messages}
+
+
+async def _topic_names(bootstrap: str) -> set[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
