@@ -387,6 +387,8 @@ async def verify(args: argparse.Namespace, settings: Settings, run: Run, workers
     usage = [r for r in status if r.projection == "usage"]
     lag, unknown = sum(r.lag or 0 for r in usage), sum(r.lag is None for r in usage)
     lost = [run.truth[event_id] for event_id in acked - in_pg]
+    resets = sum(workers.log(slot).read_bytes().count(b"the broker's log was replaced")
+                 for slot in range(WORKERS))  # one per partition and reset; more: a loop
     requests = sum(r[3] for r in summary)
     double = max(requests - len(ids), 0) + len(ids) - len(in_pg)
     ok = not lost and not double and not differ
@@ -417,7 +419,9 @@ async def verify(args: argparse.Namespace, settings: Settings, run: Run, workers
         f"{'yes' if not differ else 'NO'} ({len(truth):,} groups, {len(differ):,} differ"
         + (f", e.g. {differ[:2]})" if differ else ")"),
         "dead letters by reason: " + (", ".join(f"{k} {n}" for k, n in dead) or "none"),
-        f"lag at the end: {lag:,} (partitions without a log end: {unknown})" + (
+        f"log resets seen by the workers: {resets} (one broker restart: about "
+        f"{partitions} expected); lag at the end: {lag:,} (partitions without a log end: "
+        f"{unknown})" + (
             "; checkpoint/log end: " + " ".join(f"{r.partition}:{r.checkpoint}/{r.log_end}"
                                                 for r in usage) if lag or unknown else ""),
         f"kill -9: {len(workers.respawn_s)}, respawned in {_spread(workers.respawn_s)}",
