@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from tests.projections.helpers import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "events.md"
 TS_DIR = ROOT / "docs" / "examples" / "typescript"
 GO_DIR = ROOT / "docs" / "examples" / "go"
 HEADERS = [("schema_version", b"2"), ("type", b"usage.recorded")]  # sorted
@@ -163,3 +165,18 @@ def test_timestamps_keep_microseconds_and_truncate_the_rest() -> None:
     event = parse_event(json.dumps(body).encode())
     assert event.occurred_at.isoformat() == "2026-11-01T01:30:00.500000+02:00"
 
+
+def test_the_doc_shows_the_files_the_tests_run() -> None:
+    """`<!-- file: PATH -->` before a code block: the block is that whole file;
+    `<!-- excerpt: PATH -->`: the block is a part of it, verbatim."""
+    text = DOC.read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- (file|excerpt): (\S+) -->\n```\w+\n(.*?)```", text, re.S)
+    shown = {(kind, path) for kind, path, _ in blocks}
+    assert ("file", "docs/examples/typescript/producer.ts") in shown
+    assert ("excerpt", "docs/examples/go/producer.go") in shown
+    for kind, path, block in blocks:
+        source = (ROOT / path).read_text(encoding="utf-8")
+        if kind == "file":
+            assert block == source, f"docs/events.md shows another {path}"
+        else:
+            assert block in source, f"docs/events.md shows code that is not in {path}"
