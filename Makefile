@@ -11,7 +11,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(BIN)/.installed
+# kafkajs and TypeScript for the TypeScript producer of docs/events.md, which the tests run.
+TS_EXAMPLE := docs/examples/typescript
+$(TS_EXAMPLE)/node_modules/.installed: $(TS_EXAMPLE)/package-lock.json
+	cd $(TS_EXAMPLE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(BIN)/.installed $(TS_EXAMPLE)/node_modules/.installed
 
 demo: install
 	$(BIN)/ledger demo

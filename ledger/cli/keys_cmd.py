@@ -23,7 +23,7 @@ from ledger.events import ApiKeyCreated, EventBase
 from ledger.keys import generate_key, hash_key
 from ledger.producer import LedgerProducer
 from readmodels import ApiKey, ReadModels
-from readmodels.reports import GroupBy, spend_report
+from readmodels.reports import GroupBy, UnknownKeyUsage, spend_report, unknown_key_usage
 
 keys_app = typer.Typer(help="API keys: only their SHA-256 hash is ever stored.",
                        no_args_is_help=True)
@@ -210,6 +210,10 @@ def _month(text: str | None) -> date:
         raise typer.BadParameter(f"--month takes YYYY-MM, got {text!r}") from None
 
 
+# How a report names usage whose key id has no api_key.created projected (yet).
+UNKNOWN_KEY_NAME = "(unknown key)"
+
+
 @usage_app.command("report")
 def report(
     month: str | None = typer.Option(None, help="YYYY-MM (default: the current month)"),
@@ -226,22 +230,32 @@ def report(
     first = _month(month)
     group = cast(GroupBy, by)  # checked just above
 
-    async def load() -> list[dict[str, Any]]:
+    async def load() -> tuple[list[dict[str, Any]], UnknownKeyUsage]:
         conn = await connect(context.database_url(), context.settings())
         try:
             rows = await spend_report(conn, month=first, by=group, key_id=key, top=top)
+            unknown = await unknown_key_usage(conn, month=first, key_id=key)
         finally:
             await conn.close()
-        return [{by: r.label, **({"name": r.name} if by == "key" else {}),
+        return [{by: r.label,
+                 **({"name": r.name, "unknown_key": r.unknown_key} if by == "key" else {}),
                  "requests": r.requests, "errors": r.errors, "prompt_tokens": r.prompt_tokens,
                  "completion_tokens": r.completion_tokens, "cost_usd": str(r.cost_usd),
-                 "unpriced_requests": r.unpriced_requests} for r in rows]
+                 "unpriced_requests": r.unpriced_requests} for r in rows], unknown
 
-    rows = asyncio.run(load())
+    rows, unknown = asyncio.run(load())
     if format_ == "json":
-        typer.echo(json.dumps({"month": first.strftime("%Y-%m"), "by": by, "rows": rows},
+        typer.echo(json.dumps({"month": first.strftime("%Y-%m"), "by": by, "rows": rows,
+                               "unknown_keys": {"requests": unknown.requests,
+                                                "cost_usd": str(unknown.cost_usd),
+                                                "key_ids": unknown.key_ids,
+                                                "unpriced_requests": unknown.unpriced_requests}},
                               indent=2))
         return
+    # Table and CSV: a key that api_keys does not hold is named "(unknown key)", no flag column.
+    for row in rows:
+        if row.pop("unknown_key", False):
+            row["name"] = UNKNOWN_KEY_NAME
     columns = list(rows[0]) if rows else [by, "requests", "cost_usd"]
     if format_ == "csv":
         out = io.StringIO()
@@ -257,3 +271,5 @@ def report(
     for row in rows:
         table.add_row(*(str(row[c]) if row[c] is not None else "" for c in columns))
     console.print(table)
+    if unknown.requests:
+        console.print(f"unknown keys: {unknown.describe()}", soft_wrap=True, markup=False)

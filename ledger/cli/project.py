@@ -15,6 +15,7 @@ from projections import PROJECTION_NAMES, ProjectorWorker, lognoise, make_projec
 from projections.deadletters import DeadLetter, list_dead_letters
 from projections.replay import replay_dead_letters
 from projections.status import projection_status, topic_configuration
+from readmodels.reports import UnknownKeyUsage, unknown_key_usage
 
 console = Console()
 dlq_app = typer.Typer(help="Dead letters: poison events kept whole.", no_args_is_help=True)
@@ -50,7 +51,8 @@ def project(
 
 
 def status() -> None:
-    """Per projection and partition: checkpoint, log end, lag; dead letters; topic config."""
+    """Per projection and partition: checkpoint, log end, lag; dead letters; usage for
+    unknown keys; topic config."""
     rows, dead = asyncio.run(projection_status(
         context.settings(), context.database_url(), context.kafka_bootstrap_servers()))
     differences = asyncio.run(topic_configuration(context.settings(),
@@ -69,11 +71,22 @@ def status() -> None:
     for projection_name, kind, count in dead:
         dl.add_row(projection_name, kind, str(count))
     console.print(dl)
+    unknown = asyncio.run(_unknown_key_usage())
+    console.print(f"usage for unknown keys: {unknown.describe()}", soft_wrap=True, markup=False)
     # Informational here (exit 0); `ledger topics ensure` exits 2 on the same differences.
     if not differences:
         console.print("topics: configuration matches the settings")
     for difference in differences:
         console.print(f"topic differs: {difference}", soft_wrap=True)
+
+
+async def _unknown_key_usage() -> UnknownKeyUsage:
+    """Usage recorded for key ids without an api_keys row, over every month."""
+    conn = await connect(context.database_url(), context.settings())
+    try:
+        return await unknown_key_usage(conn)
+    finally:
+        await conn.close()
 
 
 @dlq_app.command("list")

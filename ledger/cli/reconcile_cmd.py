@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ledger.cli import context
+from ledger.db import connect
 from projections.exceptions import ReconcileError
 from projections.reconcile import Difference, Scope, compare, describe, repair
 
 console = Console()
-_CONNECT_TIMEOUT_S = 10.0
 
 
 def register(root: typer.Typer) -> None:
@@ -64,10 +64,7 @@ def _month(text: str | None) -> date | None:
 
 
 async def _run(scope: Scope, repairing: bool) -> list[Difference]:
-    try:
-        conn = await asyncpg.connect(context.database_url(), timeout=_CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise ReconcileError(f"cannot reach the database: {exc}") from None
+    conn = await connect(context.database_url(), context.settings())  # one-line errors
     try:
         return await (repair(conn, scope) if repairing else compare(conn, scope))
     except asyncpg.UndefinedTableError as exc:

@@ -302,7 +302,8 @@ async def test_cli_failures_are_one_line(settings: Settings) -> None:
         update={"database_url": f"postgresql://nobody@127.0.0.1:{free_port()}/x"})
     failed = await asyncio.to_thread(_ledger, unreachable, "reconcile")
     assert failed.returncode == 1
-    assert failed.stderr.startswith("error: cannot reach the database")
+    assert failed.stderr.startswith("error: cannot connect to PostgreSQL at")
+    assert "DATABASE_URL" in failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1
     bad_month = await asyncio.to_thread(_ledger, settings, "reconcile", "--month", "2026-13")
     assert bad_month.returncode == 2

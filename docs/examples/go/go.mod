@@ -1,0 +1,3 @@
+module example.com/usage-ledger-producer
+
+go 1.22
