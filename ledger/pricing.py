@@ -308,7 +308,8 @@ def price(
              "inference_geo": inference_geo}  # fmt: skip
     for name, value in asked.items():
         if value is not None and not any(u.component.startswith(name) for u in applied):
-            notes.append(f"{name} {value}: no uplift for this model")
+            why = "batch requests" if batch and name == "inference_geo" else "this model"
+            notes.append(f"{name} {value}: no uplift for {why}")
     return CostBreakdown(
         model=model.name,
         lines=tuple(lines),
