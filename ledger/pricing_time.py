@@ -146,8 +146,8 @@ class OffPeakPricing(BaseModel):
             return UTC
 
     def is_open(self, at: datetime) -> bool:
-        """Whether ``at`` (timezone-aware) falls in one of the block's windows."""
-        utc = at.astimezone(UTC)
+        """Whether ``at`` falls in one of the block's windows (naive is UTC, as in LiteLLM)."""
+        utc = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
         if _inside(self.every_day, utc.time()):
             return True
         weekday = utc.astimezone(self._calendar()).isoweekday()

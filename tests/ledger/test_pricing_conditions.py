@@ -93,6 +93,7 @@ def test_every_day_windows_wrap_midnight_and_malformed_ones_are_ignored() -> Non
     assert block.is_open(datetime(2026, 3, 4, 0, 15, tzinfo=UTC))
     assert block.is_open(datetime(2026, 3, 4, 16, 30, tzinfo=UTC))
     assert not block.is_open(datetime(2026, 3, 4, 0, 30, tzinfo=UTC))
+    assert block.is_open(datetime(2026, 3, 4, 0, 15))  # naive: UTC, never the host's zone
     whole_day = OffPeakPricing.parse({"hours_utc": "00:00-00:00"})
     assert whole_day.is_open(datetime(2026, 3, 4, 13, 0, tzinfo=UTC))
 
