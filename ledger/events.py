@@ -25,6 +25,7 @@ from pydantic import (
 from ledger.exceptions import EventDecodeError
 from ledger.fields import (
     Count,
+    DataResidency,
     FreeJson,
     KeyHash,
     Metadata,
@@ -34,6 +35,7 @@ from ledger.fields import (
     Money,
     NonEmptyStr,
     Seconds,
+    ServiceTier,
 )
 
 ENVELOPE_FIELDS = frozenset({"event_id", "type", "schema_version", "occurred_at", "source"})
@@ -71,13 +73,15 @@ class UsageRecorded(_KeyScoped):
 
     Version history: v1 had ``tokens_in``/``tokens_out`` and ``cost`` (USD as a string);
     v2 renamed them to the provider-neutral ``prompt_tokens``/``completion_tokens``/
-    ``cost_usd`` and added the cache/audio/reasoning/media counters. See ledger.upcasting.
+    ``cost_usd`` and added the cache/audio/reasoning/media counters; v3 added how the
+    request was served (``service_tier``, ``data_residency``, ``vertex_location``,
+    ``inference_geo``), which the catalog price depends on. See ledger.upcasting.
     """
 
     topic_family = "usage"
 
     type: Literal["usage.recorded"] = "usage.recorded"
-    schema_version: Literal[2] = 2
+    schema_version: Literal[3] = 3
     request_id: NonEmptyStr
     model: NonEmptyStr
     requested_model: NonEmptyStr | None = None
@@ -93,6 +97,11 @@ class UsageRecorded(_KeyScoped):
     input_seconds: Seconds = Decimal(0)
     output_seconds: Seconds = Decimal(0)
     characters: Count = 0
+    # How the request was served; None: standard tier, no regional uplift (docs/pricing.md).
+    service_tier: ServiceTier | None = None
+    data_residency: DataResidency | None = None
+    vertex_location: NonEmptyStr | None = None
+    inference_geo: NonEmptyStr | None = None
     latency_ms: Count | None = None
     status: Literal["success", "error"]
     error_code: NonEmptyStr | None = None

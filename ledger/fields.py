@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, AwareDatetime, Field, PlainSerializer, StringConstraints
 
@@ -100,3 +100,13 @@ FreeJson = Annotated[
     AfterValidator(_no_nul),
     PlainSerializer(_decimals_as_json_numbers, when_used="json"),
 ]
+
+
+# How a request was served, for pricing (docs/pricing.md, rules 10-12). The service tiers
+# are LiteLLM's (``fast`` is its alias of ``priority``) plus ``batch``, the batch API;
+# absent means the standard tier.
+ServiceTier = Literal["priority", "flex", "batch", "balanced", "fast", "ultrafast"]
+SERVICE_TIERS: tuple[str, ...] = get_args(ServiceTier)
+# OpenAI's data-residency regions and its FedRAMP endpoint.
+DataResidency = Literal["us", "eu", "fedramp"]
+DATA_RESIDENCIES: tuple[str, ...] = get_args(DataResidency)

@@ -1,9 +1,12 @@
-"""Exact cost of one request, from a catalog ``ModelRecord`` and a ``Usage``.
+"""Exact cost of one request, from a catalog ``ModelRecord``, a ``Usage`` and how and when
+the request was served (service tier, region, ``occurred_at``).
 
-The rules follow LiteLLM's ``generic_cost_per_token`` (litellm 1.110.2) so that the ledger
-and the gateway agree to the cent and beyond; ``docs/pricing.md`` states each rule with a
-worked example, and ``tests/ledger/data/litellm_cost_cases.json`` replays LiteLLM's own
-numbers against this module. Two deliberate differences from LiteLLM:
+The rules follow LiteLLM's ``cost_per_token`` (litellm 1.110.2) so that the ledger and the
+gateway agree to the cent and beyond; ``docs/pricing.md`` states each rule with a worked
+example, and ``tests/ledger/data/litellm_cost_cases.json`` replays LiteLLM's own numbers
+against this module. Which rate applies lives in ``pricing_rates`` (long-context and service
+tiers), ``pricing_time`` (off-peak windows), ``pricing_batch`` and ``pricing_region``
+(uplifts); this module bills the components. Two deliberate differences from LiteLLM:
 
 * arithmetic is Decimal and exact (an ``Inexact`` trap proves no rounding ever happens), and
 * a unit that was used but has no price is reported in ``CostBreakdown.unpriced`` instead
@@ -12,14 +15,19 @@ numbers against this module. Two deliberate differences from LiteLLM:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from decimal import Decimal, Inexact, InvalidOperation, localcontext
+from datetime import datetime
+from decimal import Decimal, Inexact, localcontext
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
 
-from ledger.catalog.record import ModelRecord, PriceTier
+from ledger.catalog.record import ModelRecord
 from ledger.exceptions import LedgerError
+from ledger.fields import DataResidency, ServiceTier
+from ledger.pricing_batch import batch_rates
+from ledger.pricing_rates import TIER_SUFFIXES, Rate, Rates, get, resolve_rates
+from ledger.pricing_region import uplifts
+from ledger.pricing_time import off_peak_block
 
 __all__ = [
     "CostBreakdown",
@@ -31,25 +39,12 @@ __all__ = [
 ]
 
 _ZERO = Decimal(0)
-_INPUT = "input_cost_per_token"
-_OUTPUT = "output_cost_per_token"
-_CACHE_READ = "cache_read_input_token_cost"
-_CACHE_WRITE = "cache_creation_input_token_cost"
-_CACHE_WRITE_1H = "cache_creation_input_token_cost_above_1hr"
-_AUDIO_IN = "input_cost_per_audio_token"
-_AUDIO_OUT = "output_cost_per_audio_token"
-_REASONING = "output_cost_per_reasoning_token"
-_TIER_PREFIXES = tuple(f"{p}_above_" for p in (_INPUT, _OUTPUT, _CACHE_READ, _CACHE_WRITE))
-# Threshold keys for a service tier or the batch API are not standard prices; LiteLLM skips
-# them when looking for the long-context tier of a standard request, and so do we.
-_NON_STANDARD_SUFFIXES = (
-    "_ultrafast", "_priority", "_balanced", "_flex", "_fast", "_auto", "_batches",
-)  # fmt: skip
-# xAI bills the higher tier once the prompt *reaches* the threshold; everyone else above it.
-_INCLUSIVE_THRESHOLD_PROVIDERS = frozenset({"xai"})
-# LiteLLM's FIREWORKS_AI_DEFAULT_CACHE_READ_RATE_RATIO: Fireworks bills cache hits at half
-# the input rate when the price map lists no cache-read price.
-_FIREWORKS_CACHE_READ_RATIO = Decimal("0.5")
+# LiteLLM's cost paths for these providers take no service tier: their requests are priced
+# at standard rates whatever the tier, and so are they here (with a note).
+_TIERLESS_PROVIDERS = frozenset({
+    "deepseek", "tencent", "perplexity", "xai", "fireworks_ai", "lemonade", "dashscope",
+    "qwencloud", "qwen_ai_platform",
+})  # fmt: skip
 
 
 class UnpricedUsageError(LedgerError, ValueError):
@@ -147,7 +142,9 @@ class CostBreakdown(BaseModel):
 
     ``unpriced`` names components that were used but have no price (their lines carry a zero
     amount and no unit price); ``tier`` names the long-context tier or ``tiered_pricing``
-    row that applied; ``notes`` says where a rule changed what was billed.
+    row that applied; ``service_tier`` the service tier whose prices applied (None:
+    standard); ``off_peak`` whether off-peak rates applied at ``at``; uplifts are lines of
+    their own (``..._uplift``); ``notes`` says where a rule changed what was billed.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -157,6 +154,9 @@ class CostBreakdown(BaseModel):
     total: Decimal
     unpriced: tuple[str, ...] = ()
     tier: str | None = None
+    service_tier: str | None = None
+    off_peak: bool = False
+    at: datetime | None = None
     notes: tuple[str, ...] = ()
 
     @property
@@ -176,176 +176,65 @@ class CostBreakdown(BaseModel):
         return sum((ln.amount for ln in self.lines if ln.component == component), _ZERO)
 
 
-_Rate = tuple[Decimal, str] | None  # (price, key it came from)
+def _rates(
+    model: ModelRecord,
+    usage: Usage,
+    at: datetime | None,
+    service_tier: ServiceTier | None,
+    notes: list[str],
+) -> tuple[Rates, str | None, bool]:
+    """The rates to bill with, the service tier whose prices apply, whether off-peak."""
+    block = off_peak_block(model.raw, at)
+    if model.has_off_peak_pricing and at is None:
+        notes.append("off_peak_pricing not applied: no time given, standard rates used")
+    if service_tier == "batch":
+        batch = batch_rates(model, usage.prompt_tokens)
+        if batch.halved:
+            notes.append("no batch input price: the standard rates halved, as LiteLLM does")
+        if block is not None:
+            notes.append("off_peak_pricing does not apply to batch requests")
+        return batch.rates, "batch", False
+    suffix = ""
+    applied: str | None = None
+    if service_tier is not None:
+        if model.provider in _TIERLESS_PROVIDERS:
+            notes.append(f"service tier {service_tier} not applied: LiteLLM prices "
+                         f"{model.provider} models at standard rates")  # fmt: skip
+        else:
+            suffix = TIER_SUFFIXES[service_tier]
+            if any(key.endswith(suffix) for key in model.prices):
+                applied = service_tier
+            else:
+                notes.append(f"no {service_tier} prices: standard rates used")
+    rates = resolve_rates(model, usage.prompt_tokens, suffix=suffix, off_peak=block)
+    return rates, applied, block is not None
 
 
-class _Rates(BaseModel):
-    model_config = ConfigDict(frozen=True)
+def price(
+    model: ModelRecord,
+    usage: Usage,
+    *,
+    at: datetime | None = None,
+    service_tier: ServiceTier | None = None,
+    data_residency: DataResidency | None = None,
+    vertex_location: str | None = None,
+    inference_geo: str | None = None,
+) -> CostBreakdown:
+    """Price ``usage`` on ``model``; never raises for missing prices (see ``unpriced``).
 
-    input: _Rate
-    output: _Rate
-    cache_read: _Rate
-    cache_write: _Rate
-    cache_write_1h: _Rate
-    reasoning: _Rate
-    audio_in: _Rate
-    audio_out: _Rate
-    tier: str | None
-
-
-def _parse_threshold(text: str) -> Decimal | None:
-    """``"200k"`` -> 200000, ``"128"`` -> 128, as LiteLLM's ``_parse_token_threshold``."""
-    try:
-        number = Decimal(text.replace("k", ""))
-    except InvalidOperation:
-        return None
-    return number * 1000 if "k" in text else number
-
-
-def _threshold_of_key(key: str) -> str:
-    return key.rsplit("_above_", 1)[1].split("_tokens")[0]
-
-
-def _crossed(prompt_tokens: int, threshold: Decimal, inclusive: bool) -> bool:
-    return prompt_tokens > threshold or (inclusive and prompt_tokens == threshold)
-
-
-def _crossed_thresholds(prices: Mapping[str, Decimal], prompt: int, inclusive: bool) -> list[str]:
-    """Threshold labels ("128k", "200k"...) the prompt crossed, lowest first."""
-    labels: dict[str, Decimal] = {}
-    for key in prices:
-        if (
-            key.startswith(_TIER_PREFIXES)
-            and "_tokens" in key
-            and not key.endswith(_NON_STANDARD_SUFFIXES)
-        ):
-            label = _threshold_of_key(key)
-            value = _parse_threshold(label)
-            if value is not None and _crossed(prompt, value, inclusive):
-                labels[label] = value
-    return sorted(labels, key=labels.__getitem__)
-
-
-def _get(prices: Mapping[str, Decimal], key: str) -> _Rate:
-    value = prices.get(key)
-    return None if value is None else (value, key)
-
-
-def _select_price_tier(model: ModelRecord, prompt_tokens: int) -> PriceTier | None:
-    """Dashscope-style ``tiered_pricing``: the tier whose ``(start, end]`` holds the prompt;
-    above every range the last tier applies. The tier must carry an input price."""
-    if not model.tiered_pricing or prompt_tokens <= 0:
-        return None
-    ordered = sorted(model.tiered_pricing, key=lambda t: t.range_start)
-    tier = next((t for t in ordered if t.range_start < prompt_tokens <= t.range_end), ordered[-1])
-    return tier if _INPUT in tier.prices else None
-
-
-def _tiered_table_rates(model: ModelRecord, tier: PriceTier, prompt_tokens: int) -> _Rates:
-    label = f"tiered_pricing({tier.range_start}, {tier.range_end}]"
-    p = tier.prices
-    inp = (p[_INPUT], f"{label}.{_INPUT}")
-
-    def own_or(key: str, fallback: _Rate) -> _Rate:
-        return (p[key], f"{label}.{key}") if key in p else fallback
-
-    out = own_or(_OUTPUT, _get(model.prices, _OUTPUT))
-    write = own_or(_CACHE_WRITE, inp)
-    reasoning = own_or(_REASONING, own_or(_OUTPUT, None)) or _get(model.prices, _REASONING) or out
-    return _Rates(
-        input=inp,
-        output=out,
-        cache_read=own_or(_CACHE_READ, inp),
-        cache_write=write,
-        cache_write_1h=own_or(_CACHE_WRITE_1H, write),
-        reasoning=reasoning,
-        audio_in=_audio_in_rate(
-            model.prices, prompt_tokens, model.provider in _INCLUSIVE_THRESHOLD_PROVIDERS, inp
-        ),
-        audio_out=_get(model.prices, _AUDIO_OUT) or out,
-        tier=label,
-    )
-
-
-def _audio_in_rate(
-    prices: Mapping[str, Decimal], prompt: int, inclusive: bool, inp: _Rate
-) -> _Rate:
-    """The audio input rate, long-context tier included; the text input rate if none."""
-    prefix = f"{_AUDIO_IN}_above_"
-    best: tuple[Decimal, str] | None = None
-    for key in prices:
-        if key.startswith(prefix) and key.endswith("_tokens"):
-            threshold = _parse_threshold(_threshold_of_key(key))
-            if (
-                threshold is not None
-                and _crossed(prompt, threshold, inclusive)
-                and (best is None or threshold > best[0])
-            ):
-                best = (threshold, key)
-    if best is not None:
-        return _get(prices, best[1])
-    return _get(prices, _AUDIO_IN) or inp
-
-
-def _resolve_rates(model: ModelRecord, prompt_tokens: int) -> _Rates:
-    table_tier = _select_price_tier(model, prompt_tokens)
-    if table_tier is not None:
-        return _tiered_table_rates(model, table_tier, prompt_tokens)
-
-    prices: dict[str, Decimal] = dict(model.prices)
-    if model.provider == "fireworks_ai" and _CACHE_READ not in prices and _INPUT in prices:
-        prices[_CACHE_READ] = prices[_INPUT] * _FIREWORKS_CACHE_READ_RATIO
-    inclusive = model.provider in _INCLUSIVE_THRESHOLD_PROVIDERS
-
-    inp = _get(prices, _INPUT)
-    out = _get(prices, _OUTPUT)
-    if (out is None or out[0] == 0) and "output_cost_per_image_token" in prices:
-        # Image-generation models price their output only per image token.
-        out = _get(prices, "output_cost_per_image_token")
-    read = _get(prices, _CACHE_READ)
-    write = _get(prices, _CACHE_WRITE)
-    write_1h_key = _CACHE_WRITE_1H
-
-    # Long-context tiers: every crossed threshold overrides each rate it prices, so the
-    # highest crossed threshold that prices a component wins for that component; rates the
-    # tier does not list keep the standard price.
-    crossed = _crossed_thresholds(prices, prompt_tokens, inclusive)
-    for label in crossed:
-        inp = _get(prices, f"{_INPUT}_above_{label}_tokens") or inp
-        out = _get(prices, f"{_OUTPUT}_above_{label}_tokens") or out
-        read = _get(prices, f"{_CACHE_READ}_above_{label}_tokens") or read
-        write = _get(prices, f"{_CACHE_WRITE}_above_{label}_tokens") or write
-        tiered_1h = f"{_CACHE_WRITE_1H}_above_{label}_tokens"
-        if tiered_1h in prices:
-            write_1h_key = tiered_1h
-
-    # No cache price published means cached tokens are ordinary input tokens.
-    read = read or inp
-    write = write or inp
-    return _Rates(
-        input=inp,
-        output=out,
-        cache_read=read,
-        cache_write=write,
-        cache_write_1h=_get(prices, write_1h_key) or write,
-        reasoning=_get(prices, _REASONING) or out,
-        audio_in=_audio_in_rate(prices, prompt_tokens, inclusive, inp),
-        audio_out=_get(prices, _AUDIO_OUT) or out,
-        tier=f"above_{crossed[-1]}_tokens" if crossed else None,
-    )
-
-
-def price(model: ModelRecord, usage: Usage) -> CostBreakdown:
-    """Price ``usage`` on ``model``; never raises for missing prices (see ``unpriced``)."""
-    rates = _resolve_rates(model, usage.prompt_tokens)
+    ``at`` (timezone-aware; the event's ``occurred_at``) decides off-peak prices;
+    ``service_tier`` (None: standard) picks the tier's prices or the batch rules;
+    ``data_residency``, ``vertex_location`` and ``inference_geo`` apply the regional
+    uplifts the model lists.
+    """
+    notes: list[str] = []
+    rates, applied_tier, off_peak = _rates(model, usage, at, service_tier, notes)
+    batch = service_tier == "batch"
     lines: list[CostLine] = []
     unpriced: list[str] = []
-    notes: list[str] = []
-    if model.has_off_peak_pricing:
-        notes.append("off_peak_pricing not applied: standard rates used")
 
     def bill(
-        component: str, side: Literal["input", "output"], quantity: int | Decimal, rate: _Rate
+        component: str, side: Literal["input", "output"], quantity: int | Decimal, rate: Rate
     ) -> None:
         if quantity <= 0:
             return
@@ -365,7 +254,8 @@ def price(model: ModelRecord, usage: Usage) -> CostBreakdown:
             )
         )  # fmt: skip
 
-    char_rate = _get(model.prices, "input_cost_per_character")
+    # A batch request has token prices only: other units are reported unpriced.
+    char_rate = None if batch else get(model.prices, "input_cost_per_character")
     with localcontext() as ctx:
         # Counts (<= 40 digits) times catalog prices fit easily in 200 digits; the trap
         # proves no amount or sum was ever rounded.
@@ -388,35 +278,59 @@ def price(model: ModelRecord, usage: Usage) -> CostBreakdown:
         bill("cache_creation_1h_input", "input", write_1h, rates.cache_write_1h)
         bill("audio_input", "input", usage.audio_input_tokens, rates.audio_in)
         bill("characters", "input", usage.characters, char_rate)
-        bill("images", "input", usage.images, _get(model.prices, "input_cost_per_image"))
+        bill("images", "input", usage.images,
+             None if batch else get(model.prices, "input_cost_per_image"))  # fmt: skip
         bill("input_seconds", "input", usage.input_seconds,
-             _get(model.prices, "input_cost_per_second"))  # fmt: skip
+             None if batch else get(model.prices, "input_cost_per_second"))  # fmt: skip
 
         text_out = usage.completion_tokens - usage.reasoning_tokens - usage.audio_output_tokens
         bill("text_output", "output", text_out, rates.output)
         bill("reasoning_output", "output", usage.reasoning_tokens, rates.reasoning)
         bill("audio_output", "output", usage.audio_output_tokens, rates.audio_out)
         bill("output_seconds", "output", usage.output_seconds,
-             _get(model.prices, "output_cost_per_second"))  # fmt: skip
+             None if batch else get(model.prices, "output_cost_per_second"))  # fmt: skip
+
+        applied = uplifts(model, data_residency=data_residency, vertex_location=vertex_location,
+                          inference_geo=inference_geo, batch=batch)  # fmt: skip
+        for uplift in applied:
+            # An uplift multiplies everything billed so far, one line per side.
+            for side in ("input", "output"):
+                subtotal = sum((ln.amount for ln in lines if ln.side == side), _ZERO)
+                if subtotal:
+                    extra = uplift.multiplier - 1
+                    lines.append(CostLine(component=uplift.component, side=side,
+                                          quantity=subtotal, unit_price=extra,
+                                          price_key=uplift.price_key,
+                                          amount=subtotal * extra))  # fmt: skip
         total = sum((line.amount for line in lines), _ZERO)
 
+    asked = {"data_residency": data_residency, "vertex_location": vertex_location,
+             "inference_geo": inference_geo}  # fmt: skip
+    for name, value in asked.items():
+        if value is not None and not any(u.component.startswith(name) for u in applied):
+            why = "batch requests" if batch and name == "inference_geo" else "this model"
+            notes.append(f"{name} {value}: no uplift for {why}")
     return CostBreakdown(
         model=model.name,
         lines=tuple(lines),
         total=total,
         unpriced=tuple(unpriced),
         tier=rates.tier,
+        service_tier=applied_tier,
+        off_peak=off_peak,
+        at=at,
         notes=tuple(notes),
     )
 
 
-def calculate_cost(model: ModelRecord, usage: Usage) -> Decimal:
-    """Total USD cost of ``usage`` on ``model``, exact.
+def calculate_cost(model: ModelRecord, usage: Usage, **conditions: Any) -> Decimal:
+    """Total USD cost of ``usage`` on ``model``, exact; ``conditions`` are ``price``'s
+    keyword arguments (``at``, ``service_tier``, ``data_residency``...).
 
     Raises ``UnpricedUsageError`` when a unit was used that the model has no price for;
     use ``price`` to get the partial breakdown instead.
     """
-    breakdown = price(model, usage)
+    breakdown = price(model, usage, **conditions)
     if breakdown.unpriced:
         raise UnpricedUsageError(breakdown)
     return breakdown.total

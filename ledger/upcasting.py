@@ -41,9 +41,31 @@ def _usage_recorded_v1_to_v2(old: dict[str, Any]) -> dict[str, Any]:
     return new
 
 
+_USAGE_V3_FIELDS = ("service_tier", "data_residency", "vertex_location", "inference_geo")
+
+
+def _usage_recorded_v2_to_v3(old: dict[str, Any]) -> dict[str, Any]:
+    """usage.recorded v2 -> v3: how the request was served, for its price.
+
+    v2 knew no service tier and no region: an old event was served at the standard tier
+    with no regional uplift, so the four new fields are null. A v2 message that already
+    carries one of them is not a v2 message and is refused rather than half-read.
+    """
+    present = [field for field in _USAGE_V3_FIELDS if field in old]
+    if present:
+        raise EventDecodeError(
+            f"{', '.join(present)}: not a field of usage.recorded schema_version 2"
+        )
+    new = dict(old)
+    new.update(dict.fromkeys(_USAGE_V3_FIELDS))
+    new["schema_version"] = 3
+    return new
+
+
 # (event type, version it reads) -> upcaster producing version + 1.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("usage.recorded", 1): _usage_recorded_v1_to_v2,
+    ("usage.recorded", 2): _usage_recorded_v2_to_v3,
 }
 
 

@@ -1,7 +1,8 @@
 """CatalogPricer: the cost of usage events that arrive without one, as the catalog was then.
 
 A usage event's cost never changes afterwards: the emitter's cost is kept as sent, and an
-event without one is priced against the model's price-history entry valid at occurred_at.
+event without one is priced against the model's price-history entry valid at occurred_at,
+with the off-peak window of that moment, its service tier and its region.
 Replays and rebuilds read the same history, so they compute the same cost.
 """
 
@@ -106,7 +107,11 @@ def _price(record: ModelRecord, event: UsageRecorded) -> tuple[Decimal | None, s
         )
     except ValidationError:
         return None, UNPRICED  # inconsistent counts: record the usage, do not guess a cost
-    breakdown = price(record, usage)
+    breakdown = price(
+        record, usage, at=event.occurred_at, service_tier=event.service_tier,
+        data_residency=event.data_residency, vertex_location=event.vertex_location,
+        inference_geo=event.inference_geo,
+    )  # fmt: skip
     if breakdown.unpriced:
         return None, UNPRICED
     return breakdown.total, CATALOG

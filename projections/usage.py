@@ -34,6 +34,7 @@ _COLUMNS = (
     "cache_creation_input_tokens", "reasoning_tokens", "audio_input_tokens",
     "audio_output_tokens", "images", "input_seconds", "output_seconds", "characters",
     "latency_ms", "status", "error_code", "cost_usd", "cost_source", "metadata", "source",
+    "service_tier", "data_residency", "vertex_location", "inference_geo",
 )
 _STAGE_COLUMNS = (*_COLUMNS, "fingerprint")
 _COUNTERS = (
@@ -50,7 +51,8 @@ CREATE TEMP TABLE IF NOT EXISTS usage_stage (
     cache_read_input_tokens bigint, cache_creation_input_tokens bigint, reasoning_tokens bigint,
     audio_input_tokens bigint, audio_output_tokens bigint, images bigint, input_seconds numeric,
     output_seconds numeric, characters bigint, latency_ms bigint, status text, error_code text,
-    cost_usd numeric, cost_source text, metadata text, source text, fingerprint bytea
+    cost_usd numeric, cost_source text, metadata text, source text, service_tier text,
+    data_residency text, vertex_location text, inference_geo text, fingerprint bytea
 ) ON COMMIT DELETE ROWS
 """
 
@@ -252,9 +254,20 @@ class UsageProjection(Projection):
         return ApplyResult(inserted, Invalidation(spend_key_ids=frozenset(key_ids)), failures)
 
 
+# Fields usage.recorded v3 added. An event that leaves them null says exactly what its v2
+# form said, and keeps the fingerprint the v2 projector stored for it: a copy re-sent after
+# the upgrade is a duplicate, not a conflicting one.
+_V3_FIELDS = frozenset({"service_tier", "data_residency", "vertex_location", "inference_geo"})
+
+
 def fingerprint(event: UsageRecorded) -> bytes:
     """What an event says, for telling a re-sent copy from another event reusing its id."""
-    return hashlib.blake2b(dump_event(event), digest_size=16).digest()
+    if all(getattr(event, name) is None for name in _V3_FIELDS):
+        as_v2 = event.model_copy(update={"schema_version": 2})
+        body = event.__pydantic_serializer__.to_json(as_v2, exclude=set(_V3_FIELDS), warnings=False)
+    else:
+        body = dump_event(event)
+    return hashlib.blake2b(body, digest_size=16).digest()
 
 
 def _conflict(envelope: Envelope) -> Failure:
@@ -271,5 +284,6 @@ def _row(event: UsageRecorded, cost: tuple[Any, str], digest: bytes) -> tuple[An
         event.cache_read_input_tokens, event.cache_creation_input_tokens, event.reasoning_tokens,
         event.audio_input_tokens, event.audio_output_tokens, event.images, event.input_seconds,
         event.output_seconds, event.characters, event.latency_ms, event.status, event.error_code,
-        cost_usd, cost_source, json.dumps(event.metadata), event.source, digest,
+        cost_usd, cost_source, json.dumps(event.metadata), event.source, event.service_tier,
+        event.data_residency, event.vertex_location, event.inference_geo, digest,
     )

@@ -33,7 +33,7 @@ _RECORD_COLUMNS = """
     error_code, prompt_tokens, completion_tokens, cache_read_input_tokens,
     cache_creation_input_tokens, reasoning_tokens, audio_input_tokens, audio_output_tokens,
     images, input_seconds, output_seconds, characters, latency_ms, cost_usd, cost_source,
-    metadata, source
+    metadata, source, service_tier, data_residency, vertex_location, inference_geo
 """
 _RANGE = "occurred_at >= $2 AND occurred_at < $3"
 _PAGE_FIRST = "SELECT {cols} FROM usage_records WHERE {col} = $1 AND {range} " \
@@ -138,6 +138,11 @@ class UsageRecord:
     cost_source: str
     metadata: Mapping[str, Any]
     source: str
+    # How it was served (usage.recorded v3); None: standard tier, no regional uplift.
+    service_tier: str | None = None
+    data_residency: str | None = None
+    vertex_location: str | None = None
+    inference_geo: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,23 @@
-"""Write tests/ledger/data/litellm_cost_cases.json: LiteLLM's own costs for a model sample.
+"""Write tests/ledger/data/litellm_cost_cases.json: LiteLLM's own costs for every chat and
+embedding model of the packaged price map.
 
 LiteLLM is the standard ``ledger.pricing`` must meet, but it is far too big to be a test
 dependency, so its answers are recorded once into a fixture that the tests replay. Run it
 with litellm installed in a throwaway virtualenv (it does not import the ledger)::
 
-    python3 -m venv /tmp/llvenv && /tmp/llvenv/bin/pip install litellm==1.110.2
-    /tmp/llvenv/bin/python tools/make_litellm_cost_cases.py
+    python3 -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install litellm==1.110.2
+    /tmp/litellm-venv/bin/python tools/make_litellm_cost_cases.py
 
 ``LITELLM_LOCAL_MODEL_COST_MAP=True`` makes LiteLLM price from its bundled map, which must be
 byte-identical to ledger/catalog/data/model_prices_and_context_window.json (checked below).
+
+What is covered, per model: usages on both sides of every long-context threshold, cache
+reads and writes, reasoning and audio; every service tier the model has prices for
+(``..._priority``, ``_flex``, ``_balanced``, ``_ultrafast``, and ``batch`` through LiteLLM's
+batch call type); the data-residency, Vertex-location and inference-geo uplifts the model
+lists; and, for models with ``off_peak_pricing``, moments inside, outside and on the edges
+of the windows. LiteLLM reads the wall clock for off-peak prices, so every call is made
+inside ``pinned_billing_time(moment)``: the fixture does not depend on when it was made.
 """
 
 from __future__ import annotations
@@ -26,6 +35,9 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 # The environment variable above must be set before litellm is imported.
 import litellm  # type: ignore[import-not-found, unused-ignore]
+from litellm._internal_context import (  # type: ignore[import-not-found, unused-ignore]
+    pinned_billing_time,
+)
 from litellm.types.utils import (  # type: ignore[import-not-found, unused-ignore]
     CacheCreationTokenDetails,
     CompletionTokensDetailsWrapper,
@@ -43,6 +55,57 @@ TIER_PREFIXES = (
     "cache_creation_input_token_cost_above_",
     "input_cost_per_audio_token_above_",
 )
+# Service tiers LiteLLM prices by key suffix (its ServiceTier enum; "fast" reads the
+# "_priority" keys, "auto" the standard ones), and "batch", its batch call type.
+KEY_TIERS = ("priority", "flex", "balanced", "ultrafast")
+# A Wednesday at 08:00 UTC: peak time for every off-peak window in the file, on the UTC
+# calendar and on Asia/Shanghai's. Every case without an off-peak question is priced then.
+PEAK = "2026-03-04T08:00:00Z"
+# Off-peak models: inside, outside and on both edges of the weekday windows
+# (00:00-01:00, 04:00-06:00, 10:00-00:00 UTC), weekends (all day), a non-UTC offset, and the
+# hours where the UTC and the Asia/Shanghai weekday differ.
+OFF_PEAK_MOMENTS = (
+    "2026-03-04T00:30:00Z",  # Wed, inside 00:00-01:00
+    "2026-03-04T01:00:00Z",  # Wed, the end is exclusive: peak
+    "2026-03-04T03:59:59Z",  # Wed, peak
+    "2026-03-04T04:00:00Z",  # Wed, the start is inclusive: off-peak
+    "2026-03-04T05:59:59.999999Z",  # Wed, still off-peak
+    "2026-03-04T06:00:00Z",  # Wed, peak again
+    "2026-03-04T09:59:59Z",  # Wed, peak
+    "2026-03-04T10:00:00Z",  # Wed, off-peak until midnight
+    "2026-03-04T23:59:59Z",  # Wed, off-peak (wraps to 00:00)
+    "2026-03-04T14:30:00+08:00",  # 06:30 UTC, given in +08:00: peak
+    "2026-03-04T12:30:00+08:00",  # 04:30 UTC: off-peak
+    "2026-03-07T08:00:00Z",  # Saturday: off-peak all day
+    "2026-03-08T02:00:00Z",  # Sunday: off-peak all day
+    "2026-03-08T20:00:00Z",  # Sunday UTC, Monday 04:00 in Shanghai
+    "2026-03-06T17:00:00Z",  # Friday UTC, Saturday 01:00 in Shanghai
+    "2026-03-09T02:00:00Z",  # Monday, peak
+)
+RESIDENCY_KEYS = {
+    "us": "regional_processing_uplift_multiplier_us",
+    "eu": "regional_processing_uplift_multiplier_eu",
+    "fedramp": "fedramp_uplift_multiplier",
+}
+
+
+# LiteLLM's batch path resolves the provider again, and for GitHub Copilot that means asking
+# GitHub for a token: no batch-fallback sample from there.
+NO_BATCH_FALLBACK = frozenset({"github_copilot"})
+
+
+def _pricing(entry: object) -> dict[str, Any]:
+    """What prices an entry: two names with the same pricing cost the same."""
+    if not isinstance(entry, dict):
+        return {}
+    return {
+        key: value
+        for key, value in entry.items()
+        if "cost" in key
+        or "uplift" in key
+        or key in ("litellm_provider", "tiered_pricing", "off_peak_pricing")
+        or key == "provider_specific_entry"
+    }
 
 
 def _number(value: object) -> bool:
@@ -65,7 +128,7 @@ def _thresholds(entry: dict[str, Any]) -> list[int]:
     return sorted(t for t in found if t < 5_000_000)
 
 
-def _usages(entry: dict[str, Any]) -> list[dict[str, int]]:
+def _chat_usages(entry: dict[str, Any]) -> list[dict[str, int]]:
     usages = [
         {"prompt_tokens": 1000, "completion_tokens": 500},
         {
@@ -117,7 +180,21 @@ def _usages(entry: dict[str, Any]) -> list[dict[str, int]]:
     return usages
 
 
-def _litellm_usage(u: dict[str, int]) -> Usage:
+def _embedding_usages(entry: dict[str, Any]) -> list[dict[str, int]]:
+    usages = [
+        {"prompt_tokens": 1000, "completion_tokens": 0},
+        {"prompt_tokens": 1, "completion_tokens": 0},
+        {"prompt_tokens": 123_457, "completion_tokens": 0},
+    ]
+    if entry.get("input_cost_per_character") is not None:
+        usages.append({"prompt_tokens": 300, "completion_tokens": 0, "characters": 1234})
+    for threshold in _thresholds(entry):
+        usages.append({"prompt_tokens": threshold, "completion_tokens": 0})
+        usages.append({"prompt_tokens": threshold + 1, "completion_tokens": 0})
+    return usages
+
+
+def _litellm_usage(u: dict[str, int], inference_geo: str | None) -> Usage:
     prompt, completion = u["prompt_tokens"], u["completion_tokens"]
     cache_read = u.get("cache_read_input_tokens", 0)
     cache_write = u.get("cache_creation_input_tokens", 0)
@@ -147,6 +224,7 @@ def _litellm_usage(u: dict[str, int]) -> Usage:
         reasoning_tokens=reasoning or None,
         audio_tokens=audio_out or None,
     )
+    extra: dict[str, Any] = {} if inference_geo is None else {"inference_geo": inference_geo}
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -155,35 +233,109 @@ def _litellm_usage(u: dict[str, int]) -> Usage:
         completion_tokens_details=completion_details,
         cache_read_input_tokens=cache_read,
         cache_creation_input_tokens=cache_write,
+        **extra,
     )
 
 
+def _prices_tokens(entry: dict[str, Any]) -> bool:
+    return any(
+        _number(entry.get(key))
+        for key in ("input_cost_per_token", "output_cost_per_token", "tiered_pricing")
+    ) or bool(entry.get("tiered_pricing"))
+
+
+def _has_suffix(entry: dict[str, Any], suffix: str) -> bool:
+    return any(key.endswith(suffix) and _number(value) for key, value in entry.items())
+
+
+def _contexts(entry: dict[str, Any], batch_without_prices: bool) -> list[dict[str, str]]:
+    """The pricing conditions to ask LiteLLM about for one model: standard first."""
+    contexts: list[dict[str, str]] = [{"at": PEAK}]
+    if isinstance(entry.get("off_peak_pricing"), dict):
+        contexts.extend({"at": moment} for moment in OFF_PEAK_MOMENTS)
+    tiers = [tier for tier in KEY_TIERS if _has_suffix(entry, f"_{tier}")]
+    if "priority" in tiers:
+        tiers.append("fast")  # LiteLLM's alias: the priority prices
+    if _has_suffix(entry, "_batches") or batch_without_prices:
+        tiers.append("batch")
+    contexts.extend({"at": PEAK, "service_tier": tier} for tier in tiers)
+    residencies = [name for name, key in RESIDENCY_KEYS.items() if _number(entry.get(key))]
+    for residency in residencies:
+        contexts.append({"at": PEAK, "data_residency": residency})
+        for tier in tiers[:1] + (["batch"] if "batch" in tiers[1:] else []):
+            contexts.append({"at": PEAK, "data_residency": residency, "service_tier": tier})
+    if _number(entry.get("regional_endpoint_uplift_multiplier")):
+        contexts.append({"at": PEAK, "vertex_location": "us-east5"})
+        contexts.append({"at": PEAK, "vertex_location": "global"})
+    geo = entry.get("provider_specific_entry")
+    if isinstance(geo, dict) and _number(geo.get("us")):
+        contexts.append({"at": PEAK, "inference_geo": "us"})
+        contexts.append({"at": PEAK, "inference_geo": "global"})
+        if tiers:
+            contexts.append({"at": PEAK, "inference_geo": "us", "service_tier": tiers[0]})
+    return contexts
+
+
 def _selected(price_map: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Priced chat models, one per distinct (provider, set of price keys) signature: every
-    pricing shape in the file is exercised without a fixture of thousands of lookalikes."""
-    chosen: list[tuple[str, dict[str, Any]]] = []
-    signatures: set[tuple[str, frozenset[str]]] = set()
-    for name, entry in price_map.items():
-        if (
-            name == "sample_spec"
-            or not isinstance(entry, dict)
-            or entry.get("mode") != "chat"
-            or "alias_of" in entry
-            or not _number(entry.get("input_cost_per_token"))
-            or not _number(entry.get("output_cost_per_token"))
-            or not isinstance(entry.get("litellm_provider"), str)
-            # Time-of-day prices: LiteLLM reads the wall clock; the ledger does not apply them.
-            or "off_peak_pricing" in entry
-        ):
-            continue
-        signature = (entry["litellm_provider"], frozenset(k for k in entry if "cost" in k))
-        # Audio long-context tiers are rare and sometimes cheaper than the base audio rate:
-        # keep every model that has one, not just one per signature.
-        audio_tier = any(k.startswith("input_cost_per_audio_token_above_") for k in entry)
-        if signature not in signatures or audio_tier:
-            signatures.add(signature)
-            chosen.append((name, entry))
-    return chosen
+    """Every chat and embedding model with a provider: no sampling."""
+    return [
+        (name, entry)
+        for name, entry in price_map.items()
+        if name != "sample_spec"
+        and isinstance(entry, dict)
+        and entry.get("mode") in ("chat", "embedding")
+        and "alias_of" not in entry
+        and isinstance(entry.get("litellm_provider"), str)
+    ]
+
+
+def _caller_provider(name: str, provider: str) -> str:
+    """The provider LiteLLM is told about. A Vertex AI call carries "vertex_ai" whatever the
+    publisher (``vertex_ai-anthropic_models``...), and only that path applies a
+    Vertex location's uplift; entries it does not find under that name keep their own."""
+    if not provider.startswith("vertex_ai-"):
+        return provider
+    try:
+        key = litellm.get_model_info(model=name, custom_llm_provider="vertex_ai").get("key")
+    except Exception:
+        return provider
+    return "vertex_ai" if key == name else provider
+
+
+def _batch_path_finds(name: str, provider: str) -> bool:
+    """LiteLLM's batch path resolves the provider again and prices 0 when it then cannot
+    find the entry (``jamba-1.5`` is ``ai21`` in the file, ``bedrock`` for the batch path)."""
+    try:
+        resolved = litellm.get_llm_provider(model=name, custom_llm_provider=provider)[1]
+        return bool(litellm.get_model_info(model=name, custom_llm_provider=resolved).get("key"))
+    except Exception:
+        return False
+
+
+def _cost(
+    name: str, provider: str, mode: str, usage: dict[str, int], context: dict[str, str]
+) -> tuple[float, float]:
+    tier = context.get("service_tier")
+    batch = tier == "batch"
+    call_type = "embedding" if mode == "embedding" else "completion"
+    if batch:
+        call_type = "retrieve_batch"
+    moment = datetime.fromisoformat(context["at"].replace("Z", "+00:00"))
+    with pinned_billing_time(moment):
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=name,
+            custom_llm_provider=provider,
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            cache_read_input_tokens=usage.get("cache_read_input_tokens", 0),
+            cache_creation_input_tokens=usage.get("cache_creation_input_tokens", 0),
+            usage_object=_litellm_usage(usage, context.get("inference_geo")),
+            call_type=call_type,
+            service_tier=None if batch else tier,
+            data_residency=context.get("data_residency"),
+            vertex_location=context.get("vertex_location"),
+        )
+    return float(prompt_cost), float(completion_cost)
 
 
 def main() -> int:
@@ -192,55 +344,77 @@ def main() -> int:
         print("litellm's bundled price map differs from the packaged snapshot", file=sys.stderr)
         return 1
     price_map = json.loads(SNAPSHOT.read_bytes())
-    cases: list[dict[str, Any]] = []
+    contexts: list[dict[str, str]] = []
+    context_index: dict[str, int] = {}
+    models: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
+    # Batch prices for a model without any: LiteLLM halves the standard rates. One such
+    # model per provider pins that rule without doubling the fixture.
+    batch_fallback_providers: set[str] = set()
     for name, entry in _selected(price_map):
-        provider = entry["litellm_provider"]
+        provider, mode = entry["litellm_provider"], entry["mode"]
         try:
             key = litellm.get_model_info(model=name, custom_llm_provider=provider).get("key")
         except Exception as exc:  # get_model_info raises a bare Exception for unmapped names
             skipped[name] = f"get_model_info failed: {exc}"[:200]
             continue
-        if key != name:
-            skipped[name] = f"litellm prices it from another entry: {key}"
+        if key != name and _pricing(price_map.get(key)) != _pricing(entry):
+            skipped[name] = f"litellm prices it from another entry, with other prices: {key}"
             continue
-        for full_usage in _usages(entry):
-            usage = {k: v for k, v in full_usage.items() if v or k.endswith("n_tokens")}
-            try:
-                prompt_cost, completion_cost = litellm.cost_per_token(
-                    model=name,
-                    custom_llm_provider=provider,
-                    prompt_tokens=usage["prompt_tokens"],
-                    completion_tokens=usage["completion_tokens"],
-                    cache_read_input_tokens=usage.get("cache_read_input_tokens", 0),
-                    cache_creation_input_tokens=usage.get("cache_creation_input_tokens", 0),
-                    usage_object=_litellm_usage(usage),
-                )
-            except Exception as exc:
-                skipped[f"{name} {usage}"] = f"cost_per_token failed: {exc}"[:200]
+        provider = _caller_provider(name, provider)
+        batch_ok = provider not in NO_BATCH_FALLBACK and _batch_path_finds(name, provider)
+        if not batch_ok and _has_suffix(entry, "_batches"):
+            skipped[f"{name} batch"] = "LiteLLM's batch path does not find the entry (prices 0)"
+        fallback = (
+            batch_ok
+            and provider not in batch_fallback_providers
+            and not _has_suffix(entry, "_batches")
+        )
+        if fallback:
+            batch_fallback_providers.add(provider)
+        usages = (_embedding_usages if mode == "embedding" else _chat_usages)(entry)
+        usages = [{k: v for k, v in u.items() if v or k.endswith("n_tokens")} for u in usages]
+        if not _prices_tokens(entry) and any("characters" in u for u in usages):
+            # LiteLLM's cost_per_token prices nothing for a model without a token price
+            # (medlm-*), not even its characters; the ledger bills the characters.
+            usages = [u for u in usages if "characters" not in u]
+            skipped[f"{name} characters"] = "LiteLLM prices no characters without token prices"
+        cases: list[list[Any]] = []
+        for context in _contexts(entry, batch_without_prices=fallback):
+            if context.get("service_tier") == "batch" and not batch_ok:
                 continue
-            cases.append(
-                {
-                    "model": name,
-                    "usage": usage,
-                    "prompt_cost": repr(float(prompt_cost)),
-                    "completion_cost": repr(float(completion_cost)),
-                }
-            )
+            label = json.dumps(context, sort_keys=True)
+            if label not in context_index:
+                context_index[label] = len(contexts)
+                contexts.append(context)
+            for number, usage in enumerate(usages):
+                try:
+                    prompt_cost, completion_cost = _cost(name, provider, mode, usage, context)
+                except Exception as exc:
+                    skipped[f"{name} {usage} {context}"] = f"cost_per_token failed: {exc}"[:200]
+                    continue
+                cases.append(
+                    [number, context_index[label], repr(prompt_cost), repr(completion_cost)]
+                )
+        record: dict[str, Any] = {"model": name}
+        if key != name:
+            record["litellm_entry"] = key  # same prices under another name
+        models.append({**record, "usages": usages, "cases": cases})
     document = {
         "generator": "tools/make_litellm_cost_cases.py",
         "litellm_version": importlib.metadata.version("litellm"),
         "snapshot_sha256": hashlib.sha256(SNAPSHOT.read_bytes()).hexdigest(),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model_count": len({c["model"] for c in cases}),
-        "case_count": len(cases),
+        "model_count": len(models),
+        "case_count": sum(len(m["cases"]) for m in models),
+        "format": "cases: [usage index, context index, LiteLLM prompt cost, completion cost]",
         "skipped": skipped,
-        "cases": cases,
+        "contexts": contexts,
     }
-    # One case per line: small, and a regenerated fixture diffs line by line.
-    head = json.dumps({k: v for k, v in document.items() if k != "cases"}, indent=1)[:-2]
-    body = ",\n".join(json.dumps(case, separators=(",", ":")) for case in cases)
-    OUT.write_text(f'{head},\n "cases": [\n{body}\n]}}\n')
+    # One model per line: a regenerated fixture diffs model by model.
+    head = json.dumps(document, indent=1)[:-2]
+    body = ",\n".join(json.dumps(model, separators=(",", ":")) for model in models)
+    OUT.write_text(f'{head},\n "models": [\n{body}\n]}}\n')
     print(f"{document['case_count']} cases over {document['model_count']} models -> {OUT}")
     print(f"skipped {len(skipped)}")
     return 0

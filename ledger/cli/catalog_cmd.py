@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import typer
@@ -28,6 +28,7 @@ from ledger.catalog.lookup import search as search_in_db
 from ledger.cli import context
 from ledger.db import DatabaseConnectError, connect
 from ledger.exceptions import LedgerError
+from ledger.fields import DATA_RESIDENCIES, SERVICE_TIERS, DataResidency, ServiceTier
 from ledger.pricing import CostBreakdown, Usage, price
 
 console = Console()
@@ -41,6 +42,10 @@ EXIT_UNPRICED = 2
 
 class CatalogLookupError(LedgerError):
     """A model name that resolves to nothing, or a catalog that cannot be read."""
+
+
+class CostOptionError(LedgerError):
+    """An option of ``ledger cost`` that is not one of the values it takes."""
 
 
 def register(root: typer.Typer) -> None:
@@ -236,16 +241,29 @@ def cost(
     images: int = typer.Option(0, "--images", min=0, help="input images"),
     seconds: str = typer.Option("0", "--seconds", help="audio/video seconds (a decimal)"),
     characters: int = typer.Option(0, "--characters", min=0, help="input characters"),
+    at: str | None = typer.Option(
+        None, "--at", help="when the request was made (ISO 8601; naive means UTC); "
+        "decides off-peak prices; default now"),
+    service_tier: str | None = typer.Option(
+        None, "--service-tier", help=f"{'|'.join(SERVICE_TIERS)}; default standard"),
+    data_residency: str | None = typer.Option(
+        None, "--data-residency", help=f"{'|'.join(DATA_RESIDENCIES)} (OpenAI)"),
+    vertex_location: str | None = typer.Option(
+        None, "--vertex-location", help="the Vertex AI location, e.g. us-east5 or global"),
+    inference_geo: str | None = typer.Option(
+        None, "--inference-geo", help="Anthropic's inference geo, e.g. us or global"),
 ) -> None:
     """Exact cost of one request: one line per component and a total in USD.
 
     Prices come from the database catalog when it is reachable, else from the snapshot.
-    The output says which. Exit code 2 when a unit used has no price.
+    The output says which, and which time, tier and regional rules applied. Exit code 2
+    when a unit used has no price.
     """
     try:
         duration = Decimal(seconds)
     except InvalidOperation as exc:
         raise typer.BadParameter(f"--seconds must be a decimal number, got {seconds!r}") from exc
+    conditions = _conditions(at, service_tier, data_residency, vertex_location, inference_geo)
     found = asyncio.run(_from_database(model))
     priced = found if isinstance(found, _Priced) else _from_snapshot(model, found)
     counts: dict[str, Any] = {
@@ -260,13 +278,46 @@ def cost(
     except ValidationError as exc:
         message = "; ".join(str(e["msg"]) for e in exc.errors(include_url=False))
         raise typer.BadParameter(message) from exc
-    _print_breakdown(model, priced, price(priced.record, usage))
+    breakdown = price(priced.record, usage, **conditions)
+    _print_breakdown(model, priced, breakdown, show_time=at is not None)
 
 
-def _print_breakdown(asked: str, priced: _Priced, breakdown: CostBreakdown) -> None:
+def _conditions(at: str | None, service_tier: str | None, data_residency: str | None,
+                vertex_location: str | None, inference_geo: str | None) -> dict[str, Any]:
+    """``price``'s keyword arguments from the options; a bad value is one line (exit 1)."""
+    if service_tier is not None and service_tier not in SERVICE_TIERS:
+        raise CostOptionError(f"--service-tier must be one of {', '.join(SERVICE_TIERS)}, "
+                              f"got {service_tier!r}")
+    if data_residency is not None and data_residency not in DATA_RESIDENCIES:
+        raise CostOptionError(f"--data-residency must be one of {', '.join(DATA_RESIDENCIES)}"
+                              f", got {data_residency!r}")
+    for name, value in (("--vertex-location", vertex_location),
+                        ("--inference-geo", inference_geo)):
+        if value is not None and not value.strip():
+            raise CostOptionError(f"{name} must not be empty")
+    when = datetime.now(UTC)
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError as exc:
+            raise CostOptionError(f"--at must be an ISO 8601 timestamp, got {at!r}") from exc
+        when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return {"at": when, "service_tier": cast(ServiceTier | None, service_tier),
+            "data_residency": cast(DataResidency | None, data_residency),
+            "vertex_location": vertex_location, "inference_geo": inference_geo}
+
+
+def _print_breakdown(
+    asked: str, priced: _Priced, breakdown: CostBreakdown, *, show_time: bool
+) -> None:
     resolved = "" if asked == breakdown.model else f" (asked {asked}, via {priced.how})"
     typer.echo(f"model: {breakdown.model}{resolved}")
     typer.echo(f"prices: {priced.origin}")
+    if breakdown.at is not None and (show_time or priced.record.has_off_peak_pricing):
+        rates = "off-peak" if breakdown.off_peak else "standard"
+        typer.echo(f"at: {breakdown.at.isoformat()} ({rates} hours)")
+    if breakdown.service_tier:
+        typer.echo(f"service tier: {breakdown.service_tier}")
     if breakdown.tier:
         typer.echo(f"tier: {breakdown.tier}")
     width = max((len(line.component) for line in breakdown.lines), default=0)

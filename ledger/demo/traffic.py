@@ -140,7 +140,7 @@ class TrafficGenerator:
             occurred_at = self.window_start + timedelta(seconds=self.rng.random() * span)
             usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
                           cache_read_input_tokens=cache_read, reasoning_tokens=reasoning)
-            breakdown = price(self.records[model], usage)
+            breakdown = price(self.records[model], usage, at=occurred_at)
             cost = None if breakdown.unpriced else breakdown.total
             carries_cost = self.rng.random() < 0.5  # the other half is priced by the projector
             event = UsageRecorded(

@@ -66,7 +66,9 @@ class EventBuilder:
         occurred_at: datetime | None = None,
         **fields: Any,
     ) -> UsageRecorded:
-        """A UsageRecorded; ``fields`` are the optional counters, cost_usd, metadata, ..."""
+        """A UsageRecorded; ``fields`` are the optional counters, cost_usd, metadata, and how
+        the request was served: ``service_tier`` ("priority", "flex", "batch", ...),
+        ``data_residency`` ("us", "eu", "fedramp"), ``vertex_location``, ``inference_geo``."""
         fields.update(
             api_key_id=api_key_id,
             request_id=request_id,

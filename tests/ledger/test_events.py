@@ -42,7 +42,7 @@ def usage_fields(**overrides: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "event_id": str(uuid4()),
         "type": "usage.recorded",
-        "schema_version": 2,
+        "schema_version": 3,
         "occurred_at": "2026-11-25T09:30:00Z",
         "source": "gw",
         "api_key_id": str(KEY_ID),
@@ -128,7 +128,7 @@ def test_routing_keys_and_headers() -> None:
     )
     assert topic_for(event, topics) == "u"
     assert partition_key(event) == str(KEY_ID).encode()
-    assert event_headers(event) == [("type", b"usage.recorded"), ("schema_version", b"2")]
+    assert event_headers(event) == [("type", b"usage.recorded"), ("schema_version", b"3")]
     alias = ModelAliasSet(
         event_id=uuid4(), occurred_at=NOW, source="s", alias="fast", model="gpt-4o"
     )
@@ -171,9 +171,9 @@ def test_unknown_type_is_its_own_error() -> None:
 
 def test_newer_schema_version_is_its_own_error() -> None:
     with pytest.raises(UnsupportedSchemaVersionError) as caught:
-        parse_event(json.dumps(usage_fields(schema_version=3)).encode())
-    assert caught.value.version == 3
-    assert caught.value.current == 2
+        parse_event(json.dumps(usage_fields(schema_version=4)).encode())
+    assert caught.value.version == 4
+    assert caught.value.current == 3
     assert caught.value.reason == "unsupported_schema_version"
 
 
@@ -186,7 +186,7 @@ def test_garbage_is_a_decode_error(raw: bytes) -> None:
         parse_event(raw)
 
 
-def test_usage_recorded_v1_is_upcast_to_v2() -> None:
+def test_usage_recorded_v1_is_upcast_to_the_current_version() -> None:
     v1: dict[str, Any] = {
         "event_id": "8d3e4f10-0000-4000-8000-000000000101",
         "type": "usage.recorded",
@@ -203,7 +203,7 @@ def test_usage_recorded_v1_is_upcast_to_v2() -> None:
     }
     event = parse_event(json.dumps(v1).encode())
     assert isinstance(event, UsageRecorded)
-    assert event.schema_version == 2
+    assert event.schema_version == 3
     assert (event.prompt_tokens, event.completion_tokens) == (900, 120)
     assert event.cost_usd == Decimal("0.0021")
     assert event.cache_read_input_tokens == 0
@@ -214,6 +214,37 @@ def test_usage_recorded_v1_is_upcast_to_v2() -> None:
     # v2 field names under version 1 are not silently accepted.
     with pytest.raises(EventDecodeError):
         parse_event(json.dumps(usage_fields(schema_version=1)).encode())
+
+
+def test_usage_recorded_v2_is_upcast_to_v3_served_at_standard_rates() -> None:
+    v2 = usage_fields(schema_version=2, cost_usd=None)
+    event = parse_event(json.dumps(v2).encode())
+    assert isinstance(event, UsageRecorded)
+    assert event.schema_version == 3
+    assert event.event_id == UUID(v2["event_id"])
+    served = (event.service_tier, event.data_residency, event.vertex_location,
+              event.inference_geo)  # fmt: skip
+    assert served == (None, None, None, None)
+    # v3 fields under version 2 are not silently accepted.
+    with pytest.raises(EventDecodeError, match="service_tier"):
+        parse_event(json.dumps({**v2, "service_tier": "priority"}).encode())
+
+
+def test_usage_recorded_v3_says_how_the_request_was_served() -> None:
+    served = {"service_tier": "priority", "data_residency": "eu",
+              "vertex_location": "europe-west1", "inference_geo": "us"}  # fmt: skip
+    event = parse_event(json.dumps(usage_fields(**served)).encode())
+    assert isinstance(event, UsageRecorded)
+    assert {name: getattr(event, name) for name in served} == served
+    assert parse_event(dump_event(event)) == event
+    built = usage(api_key_id=KEY_ID, request_id="r", model="gpt-4o", prompt_tokens=1,
+                  completion_tokens=1, service_tier="batch", data_residency="fedramp")  # fmt: skip
+    assert (built.service_tier, built.data_residency) == ("batch", "fedramp")
+    for field, bad in [("service_tier", "prority"), ("service_tier", "standard"),
+                       ("data_residency", "asia"), ("vertex_location", ""),
+                       ("inference_geo", "x" * 513)]:  # fmt: skip
+        with pytest.raises(EventDecodeError, match=field):
+            parse_event(json.dumps(usage_fields(**{field: bad})).encode())
 
 
 def test_model_upserted_keeps_raw_whole() -> None:
