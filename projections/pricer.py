@@ -1,8 +1,10 @@
 """CatalogPricer: the cost of usage events that arrive without one, as the catalog was then.
 
-A usage event's cost never changes afterwards: the emitter's cost is kept as sent, and an
-event without one is priced against the model's price-history entry valid at occurred_at.
-Replays and rebuilds read the same history, so they compute the same cost.
+The emitter's cost is kept as sent. An event without one is priced against the price-history
+entry valid at occurred_at of the model its name resolves to (``ledger.catalog.naming``). So
+the cost is a function of the event and the catalog alone: a rebuild computes the same, and
+when the catalog learns something after the event was projected (its model, an alias, a
+price valid from before it), the catalog projection re-prices it (``projections.repricing``).
 """
 
 from __future__ import annotations

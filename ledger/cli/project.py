@@ -14,7 +14,7 @@ from ledger.cli import context
 from projections import PROJECTION_NAMES, ProjectorWorker, lognoise, make_projection
 from projections.deadletters import DeadLetter, list_dead_letters
 from projections.replay import replay_dead_letters
-from projections.status import projection_status, topic_configuration
+from projections.status import pricing_status, projection_status, topic_configuration
 
 console = Console()
 dlq_app = typer.Typer(help="Dead letters: poison events kept whole.", no_args_is_help=True)
@@ -50,11 +50,12 @@ def project(
 
 
 def status() -> None:
-    """Per projection and partition: checkpoint, log end, lag; dead letters; topic config."""
+    """Per projection and partition: checkpoint, log end, lag; dead letters; pricing; topics."""
     rows, dead = asyncio.run(projection_status(
         context.settings(), context.database_url(), context.kafka_bootstrap_servers()))
     differences = asyncio.run(topic_configuration(context.settings(),
                                                   context.kafka_bootstrap_servers()))
+    pricing = asyncio.run(pricing_status(context.database_url()))
     table = Table(title="projections")
     for column in ("projection", "topic", "partition", "checkpoint", "log end", "lag"):
         table.add_column(column, justify="right" if column != "projection" else "left")
@@ -69,6 +70,7 @@ def status() -> None:
     for projection_name, kind, count in dead:
         dl.add_row(projection_name, kind, str(count))
     console.print(dl)
+    console.print(pricing.line(), soft_wrap=True)
     # Informational here (exit 0); `ledger topics ensure` exits 2 on the same differences.
     if not differences:
         console.print("topics: configuration matches the settings")
