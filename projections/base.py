@@ -48,6 +48,7 @@ class ApplyResult:
     applied: int
     invalidation: Invalidation
     failures: list[Failure]
+    repriced: int = 0  # usage events whose cost this batch changed (projections.repricing)
 
 
 class Projection(ABC):
@@ -59,6 +60,10 @@ class Projection(ABC):
     """
 
     name: str
+    # Set by the Rebuilder: apply() writes a scratch copy, and must leave live tables alone.
+    rebuilding: bool = False
+    # Advisory locks a rebuild of this projection holds shared while it replays and swaps.
+    replay_locks: tuple[str, ...] = ()
 
     @abstractmethod
     def topic(self, settings: Settings) -> str: ...
@@ -105,4 +110,5 @@ async def apply_resiliently(
                 envelope, "handler_error", f"{type(exc).__name__}: {exc}")]))
     return ApplyResult(sum(r.applied for r in results),
                        merge([r.invalidation for r in results]),
-                       [f for r in results for f in r.failures])
+                       [f for r in results for f in r.failures],
+                       sum(r.repriced for r in results))

@@ -2,6 +2,11 @@
 
 The typed model columns are derived from the raw BerriAI entry by ``ModelRecord``, so the
 event carries one source of truth and a new typed column is a migration plus a rebuild.
+
+A batch that changes a name or a price history re-prices the usage those changes reach, in
+the same transaction (``projections.repricing``), so that usage projected before the catalog
+knew its model ends up priced exactly as a rebuild would price it. A rebuild of the catalog
+itself replays into scratch tables and re-prices nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from ledger.events import (
     ProviderRemoved,
     ProviderUpserted,
 )
-from ledger.invalidation import Invalidation
+from ledger.invalidation import Invalidation, merge
 from ledger.settings import Settings
+from projections.base import ApplyResult, Envelope
+from projections.repricing import PricingChanges, Repricer
 from projections.sequential import HandlerError, SequentialProjection
 
 MODEL_COLUMNS: tuple[str, ...] = (
@@ -42,12 +49,18 @@ MODEL_COLUMNS: tuple[str, ...] = (
     "supports_audio_input", "supports_audio_output", "deprecation_date",
 )
 _ALL = ("name", "provider", "mode", *MODEL_COLUMNS, "features", "raw", "valid_from")
+# Returns what pricing read of the model before: its provider and whether it was an alias_of
+# entry (alias_of NULL: the model is new). The CTE sees the table as it was before.
 _UPSERT_MODEL = (
+    "WITH before AS (SELECT provider, raw ? 'alias_of' AS alias_of FROM models "
+    "WHERE name = $1) "
     f"INSERT INTO models ({', '.join(_ALL)}, retired_at, updated_at) "
     f"VALUES ({', '.join(f'${i}' for i in range(1, len(_ALL) + 1))}, NULL, now()) "
     "ON CONFLICT (name) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _ALL[1:])
-    + ", retired_at = NULL, updated_at = now()"
+    + ", retired_at = NULL, updated_at = now() "
+    "RETURNING (SELECT provider FROM before) AS provider, "
+    "(SELECT alias_of FROM before) AS alias_of"
 )
 
 
@@ -67,6 +80,19 @@ def model_row(event: ModelUpserted) -> list[Any]:
 class CatalogProjection(SequentialProjection):
     name = "catalog"
 
+    def __init__(self) -> None:
+        self._repricer = Repricer()
+        self._changes = PricingChanges()
+
+    async def apply(self, conn: asyncpg.Connection, batch: list[Envelope]) -> ApplyResult:
+        self._changes = PricingChanges()
+        result = await super().apply(conn, batch)
+        if self.rebuilding or not self._changes:
+            return result
+        repriced = await self._repricer.reprice(conn, self._changes)
+        return ApplyResult(result.applied, merge([result.invalidation, repriced.invalidation]),
+                           result.failures, repriced=repriced.events)
+
     def topic(self, settings: Settings) -> str:
         return settings.topic_catalog
 
@@ -75,12 +101,20 @@ class CatalogProjection(SequentialProjection):
 
     async def apply_one(self, conn: asyncpg.Connection, event: EventBase) -> Invalidation:
         if isinstance(event, ModelUpserted):
-            await conn.execute(_UPSERT_MODEL, *model_row(event))
-            await conn.execute(
+            row = model_row(event)
+            before = await conn.fetchrow(_UPSERT_MODEL, *row)
+            assert before is not None
+            added = await conn.fetchval(
                 "INSERT INTO model_price_history (model, valid_from, raw) VALUES ($1, $2, $3) "
-                "ON CONFLICT (model, valid_from) DO NOTHING",
+                "ON CONFLICT (model, valid_from) DO NOTHING RETURNING true",
                 event.name, event.valid_from, json.dumps(event.raw, default=str))
-            return await self._with_aliases(conn, event.name)
+            change = await self._with_aliases(conn, event.name)
+            if before["alias_of"] is None or (before["provider"], before["alias_of"]) != (
+                    row[1], "alias_of" in event.raw):
+                self._changes.name(*change.models)  # a new name, or one that means another
+            if added:
+                self._changes.price(event.name, event.valid_from)
+            return change
         if isinstance(event, ModelRetired):
             await conn.execute(
                 "UPDATE models SET retired_at = coalesce(retired_at, $2), updated_at = now() "
@@ -93,10 +127,14 @@ class CatalogProjection(SequentialProjection):
                 "INSERT INTO model_aliases (alias, model, updated_at) VALUES ($1, $2, now()) "
                 "ON CONFLICT (alias) DO UPDATE SET model = EXCLUDED.model, updated_at = now()",
                 event.alias, event.model)
+            if previous != event.model:
+                self._changes.name(event.alias)
             return _models_changed(event.alias, event.model, *([previous] if previous else []))
         if isinstance(event, ModelAliasRemoved):
             previous = await conn.fetchval(
                 "DELETE FROM model_aliases WHERE alias = $1 RETURNING model", event.alias)
+            if previous is not None:
+                self._changes.name(event.alias)
             return _models_changed(event.alias, *([previous] if previous else []))
         if isinstance(event, ProviderUpserted):
             await conn.execute(

@@ -36,6 +36,10 @@ class ProjectorMetrics:
             "ledger_projector_broker_retries_total",
             "Attempts to reach the Kafka brokers that failed",
             ["projection"], registry=self.registry)
+        self.repriced = Counter(
+            "ledger_projector_repriced_total",
+            "Usage events whose cost a catalog change re-priced (projections.repricing)",
+            ["projection"], registry=self.registry)
         self.partitions_lost = Counter(
             "ledger_projector_partitions_lost_total",
             "Batches rolled back because another worker owned a partition",

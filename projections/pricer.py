@@ -1,9 +1,11 @@
 """CatalogPricer: the cost of usage events that arrive without one, as the catalog was then.
 
-A usage event's cost never changes afterwards: the emitter's cost is kept as sent, and an
-event without one is priced against the model's price-history entry valid at occurred_at,
-with the off-peak window of that moment, its service tier and its region.
-Replays and rebuilds read the same history, so they compute the same cost.
+The emitter's cost is kept as sent. An event without one is priced against the price-history
+entry valid at occurred_at of the model its name resolves to (``ledger.catalog.naming``),
+with the off-peak window of that moment, its service tier and its region. So
+the cost is a function of the event and the catalog alone: a rebuild computes the same, and
+when the catalog learns something after the event was projected (its model, an alias, a
+price valid from before it), the catalog projection re-prices it (``projections.repricing``).
 """
 
 from __future__ import annotations
@@ -19,28 +21,19 @@ import asyncpg
 from pydantic import ValidationError
 
 from ledger.catalog import ModelRecord
+from ledger.catalog.naming import resolve_in_db
 from ledger.events import UsageRecorded
 from ledger.pricing import Usage, price
 
 EMITTER, CATALOG, UNPRICED = "emitter", "catalog", "unpriced"
 
 # The event's model should be canonical, but a gateway may pass what the client asked for:
-# resolve an exact name first, then an alias, then a provider-prefixed name ("openai/gpt-4o").
+# names resolve by ledger.catalog.naming's one rule (as the read models and the CLI resolve
+# them), then the resolved models' history is read.
 _HISTORY = """
-WITH asked AS (SELECT DISTINCT unnest($1::text[]) AS asked),
-resolved AS (
-    SELECT asked, coalesce(
-        (SELECT h.model FROM model_price_history h WHERE h.model = asked LIMIT 1),
-        (SELECT a.model FROM model_aliases a WHERE a.alias = asked),
-        (SELECT m.name FROM models m WHERE position('/' IN asked) > 0
-            AND m.provider = split_part(asked, '/', 1)
-            AND m.name = substr(asked, position('/' IN asked) + 1))
-    ) AS model
-    FROM asked
-)
-SELECT r.asked, h.model, h.valid_from, h.raw::text AS raw
-FROM resolved r JOIN model_price_history h ON h.model = r.model
-ORDER BY r.asked, h.valid_from
+SELECT model, valid_from, raw::text AS raw FROM model_price_history
+ WHERE model = ANY($1::text[])
+ ORDER BY model, valid_from
 """
 
 
@@ -68,19 +61,22 @@ class CatalogPricer:
         return result
 
     async def _history(
-        self, conn: asyncpg.Connection, models: list[str]
+        self, conn: asyncpg.Connection, asked: list[str]
     ) -> dict[str, list[tuple[datetime, ModelRecord]]]:
-        rows = await conn.fetch(_HISTORY, models)
-        history: dict[str, list[tuple[datetime, ModelRecord]]] = {}
-        for row in rows:
+        """Each name as asked -> the price history of the model it resolves to, oldest first."""
+        resolved, _ = await resolve_in_db(conn, asked)
+        models = sorted({found.model for found in resolved.values() if found is not None})
+        by_model: dict[str, list[tuple[datetime, ModelRecord]]] = {}
+        for row in await conn.fetch(_HISTORY, models) if models else ():
             key = (row["model"], row["valid_from"])
             record = self._records.get(key)
             if record is None:
                 raw: Any = json.loads(row["raw"], parse_float=Decimal)
                 record = ModelRecord.from_berriai(row["model"], raw)
                 self._records[key] = record
-            history.setdefault(row["asked"], []).append((row["valid_from"], record))
-        return history
+            by_model.setdefault(row["model"], []).append((row["valid_from"], record))
+        return {name: by_model.get(found.model, []) for name, found in resolved.items()
+                if found is not None}
 
 
 def _valid_at(

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 
@@ -50,6 +51,7 @@ class Rebuilder:
     def __init__(self, projection: Projection, settings: Settings, *, dsn: str,
                  bootstrap_servers: str, batch_size: int = 5000) -> None:
         self.projection = projection
+        projection.rebuilding = True  # its apply() now writes the scratch copy only
         self.topic = projection.topic(settings)
         self._settings = settings
         self._dsn = dsn
@@ -108,6 +110,8 @@ class Rebuilder:
         self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer,
         targets: dict[TopicPartition, int], progress: Progress | None, total: int,
     ) -> None:
+        for lock in self.projection.replay_locks:  # until the swap committed or failed
+            await conn.execute("SELECT pg_advisory_lock_shared(hashtext($1))", lock)
         try:
             await self._create_scratch(conn)
             await conn.execute(f"SET search_path = {self.scratch}, public")
@@ -117,6 +121,10 @@ class Rebuilder:
             await conn.execute("RESET search_path")
             await conn.execute(f"DROP SCHEMA IF EXISTS {self.scratch} CASCADE")
             raise
+        finally:
+            for lock in self.projection.replay_locks:
+                with contextlib.suppress(Exception):  # a lost connection released it anyway
+                    await conn.execute("SELECT pg_advisory_unlock_shared(hashtext($1))", lock)
 
     def _stop_if(self, refusal: str | None) -> None:
         if refusal is not None:

@@ -11,7 +11,7 @@ from ledger.events import parse_event
 from ledger.exceptions import EventDecodeError
 from ledger.invalidation import CHANNEL, encode
 from ledger.settings import Settings, load_settings
-from projections.base import Envelope
+from projections.base import Envelope, lock_key
 from projections.deadletters import DeadLetter, list_dead_letters
 from projections.registry import make_projection
 
@@ -63,6 +63,9 @@ async def _replay_one(conn: asyncpg.Connection, letter: DeadLetter) -> bool:
                         letter.value)
     await projection.prepare(conn, [envelope])
     async with conn.transaction():
+        # As a worker's batch: a repair, a swap or a re-pricing must not run half-way through.
+        await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))",
+                           lock_key(projection.name))
         result = await projection.apply(conn, [envelope])
         if result.failures:
             failure = result.failures[0]

@@ -362,6 +362,8 @@ class ProjectionRunner:
         # Step 4. Committed.
         for _, kind, _ in letters:
             self.metrics.dead_letters.labels(self.projection.name, kind).inc()
+        if result.repriced:
+            self.metrics.repriced.labels(self.projection.name).inc(result.repriced)
         return result.applied
 
     async def _commit_kafka(self, ranges: dict[TopicPartition, tuple[int, int]]) -> None:

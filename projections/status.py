@@ -1,10 +1,12 @@
-"""Checkpoints, log ends and lag per projection and partition, and topics that differ from
-the settings, for ``ledger status``."""
+"""Checkpoints, log ends and lag per projection and partition, topics that differ from the
+settings, and unpriced and re-priced usage, for ``ledger status``."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -73,6 +75,45 @@ async def projection_status(
         result.append(PartitionStatus(row["projection"], row["topic"], row["partition"],
                                       row["next_offset"], end, lag))
     return result, dead
+
+
+@dataclass(frozen=True, slots=True)
+class PricingStatus:
+    unpriced: int  # usage events without a cost (the summaries' unpriced_requests)
+    repriced: int  # cost changes a catalog change made (usage_repricings rows)
+    net_usd: Decimal  # what they added to the spend, in all
+    last_at: datetime | None
+
+    def line(self) -> str:
+        """One line for ``ledger status``."""
+        text = f"pricing: {self.unpriced} usage events unpriced; "
+        if not self.repriced:
+            return text + "none re-priced after catalog changes"
+        assert self.last_at is not None
+        sign = "+" if self.net_usd >= 0 else ""
+        return (text + f"{self.repriced} re-priced after catalog changes "
+                f"(net {sign}{self.net_usd} USD, last {self.last_at.astimezone(UTC).isoformat()})")
+
+
+_PRICING = """
+SELECT (SELECT coalesce(sum(unpriced_requests), 0) FROM monthly_usage_summaries) AS unpriced,
+       count(*) AS repriced,
+       coalesce(sum(coalesce(new_cost_usd, 0) - coalesce(old_cost_usd, 0)), 0) AS net_usd,
+       max(repriced_at) AS last_at
+  FROM usage_repricings
+"""
+
+
+async def pricing_status(settings: Settings, dsn: str) -> PricingStatus:
+    """Unpriced usage, and what catalog changes re-priced (``projections.repricing``)."""
+    conn = await connect(dsn, settings)
+    try:
+        row = await conn.fetchrow(_PRICING)
+    finally:
+        await conn.close()
+    assert row is not None
+    return PricingStatus(int(row["unpriced"]), int(row["repriced"]), row["net_usd"],
+                         row["last_at"])
 
 
 async def topic_configuration(settings: Settings, bootstrap_servers: str) -> list[TopicDifference]:

@@ -27,6 +27,7 @@ from ledger.settings import Settings
 from projections.base import ApplyResult, Envelope, Failure, Projection, lock_key
 from projections.outage import is_outage
 from projections.pricer import CatalogPricer
+from projections.repricing import PRICING_LOCK
 
 _COLUMNS = (
     "event_id", "occurred_at", "request_id", "api_key_id", "model", "requested_model",
@@ -138,6 +139,9 @@ def _next_month(month: datetime) -> datetime:
 
 class UsageProjection(Projection):
     name = "usage"
+    # A rebuild prices against the live catalog: catalog changes wait until it swapped in,
+    # since their re-pricing only reaches the live tables (projections.repricing).
+    replay_locks = (PRICING_LOCK,)
 
     def __init__(self) -> None:
         self._pricer = CatalogPricer()

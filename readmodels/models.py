@@ -1,9 +1,9 @@
-"""The model catalog: cached name/alias resolution, fuzzy search, providers.
+"""The model catalog: cached name resolution, fuzzy search, providers.
 
-A name resolves, first match wins, as: an exact model name; an alias (``model_aliases``); a
-provider-prefixed name ``provider/rest`` where ``rest`` is a model name or alias whose model
-belongs to ``provider`` (``openai/gpt-4o`` -> ``gpt-4o`` when gpt-4o's provider is openai).
-One query does all three, so a miss is one round trip.
+Names resolve by the one rule of ``ledger.catalog.naming`` (exact name, alias,
+``provider/name``, ``provider/alias``, then the same ignoring ASCII case), the rule the pricer
+and the CLI use too. One query fetches every row the name can reach, so a miss is one round
+trip; search is naming's one ranking.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from ledger.catalog import naming
+from ledger.catalog.naming import fold
 from readmodels.cache import MISSING, Cache
 from readmodels.exceptions import InvalidArgumentError
 
@@ -45,31 +47,8 @@ _MODEL_COLUMNS = """
     m.supports_audio_output, m.features, m.deprecation_date, m.valid_from, m.retired_at,
     m.updated_at
 """
-# $1: the name as asked; $2/$3: provider and rest when it has a slash (else NULL).
-_RESOLVE = f"""
-WITH target (name, rank) AS (
-    -- An alias_of entry is a row of its own in the price map; its target is the model.
-    SELECT name, 1 FROM models WHERE name = $1 AND NOT raw ? 'alias_of'
-    UNION ALL
-    SELECT model, 2 FROM model_aliases WHERE alias = $1
-    UNION ALL
-    SELECT name, 3 FROM models WHERE name = $3 AND provider = $2
-    UNION ALL
-    SELECT a.model, 4 FROM model_aliases a JOIN models p ON p.name = a.model
-     WHERE a.alias = $3 AND p.provider = $2
-    UNION ALL
-    SELECT name, 5 FROM models WHERE name = $1  -- an alias entry whose target is missing
-)
-SELECT {_MODEL_COLUMNS} FROM target t JOIN models m ON m.name = t.name
-ORDER BY t.rank LIMIT 1
-"""
-# "%" (similarity above pg_trgm.similarity_threshold) and ILIKE both use the trigram GIN index;
-# ILIKE catches short queries whose similarity to a long name is below the threshold.
-_SEARCH = f"""
-SELECT {_MODEL_COLUMNS}, similarity(m.name, $1) AS score FROM models m
-WHERE m.name % $1 OR m.name ILIKE '%' || $2 || '%'
-ORDER BY score DESC, m.name LIMIT $3
-"""
+# Every row a name can reach, with the model's columns: the rule then picks in Python.
+_RESOLVE = naming.candidates_sql(_MODEL_COLUMNS, keys=naming.ONE_NAME)
 _BY_PROVIDER = f"SELECT {_MODEL_COLUMNS} FROM models m WHERE m.provider = $1 ORDER BY m.name"
 _PROVIDER_COLUMNS = "name, base_url, api_version, auth_scheme, features, config, updated_at"
 _PROVIDER = f"SELECT {_PROVIDER_COLUMNS} FROM providers WHERE name = $1"
@@ -144,11 +123,6 @@ def _provider_from_row(row: asyncpg.Record) -> Provider:
     )
 
 
-def _split(name: str) -> tuple[str | None, str | None]:
-    provider, slash, rest = name.partition("/")
-    return (provider, rest) if slash and provider and rest else (None, None)
-
-
 class ModelReader:
     """Reads of ``models``, ``model_aliases`` and ``providers``: ``ReadModels.models``."""
 
@@ -168,19 +142,22 @@ class ModelReader:
         return await self._cache.load(name_or_alias, self._load)
 
     async def _load(self, name: str) -> Model | None:
-        provider, rest = _split(name)
         self.queries += 1
-        row = await self._db.fetchrow("resolve model", _RESOLVE, name, provider, rest)
-        model = None if row is None else _model_from_row(row)
+        rows = await self._db.fetch("resolve model", _RESOLVE, *naming.one_name_keys(name))
+        found = naming.resolve(name, naming.index_of(rows))
+        model = None if found is None else _model_from_row(
+            next(row for row in rows if row["name"] == found.model))
+        # A change to any spelling of these names may change this answer (case is ignored).
         self._depend(name, name)
-        if rest is not None:
-            self._depend(rest, name)
+        prefixed = naming.split(name)
+        if prefixed is not None:
+            self._depend(prefixed[1], name)
         if model is not None:
             self._depend(model.name, name)
         return model
 
     def _depend(self, on: str, lookup: str) -> None:
-        self._dependents.setdefault(on, set()).add(lookup)
+        self._dependents.setdefault(fold(on), set()).add(lookup)
         if len(self._dependents) > 4 * self._cache.maxsize + 16:
             self._prune()
 
@@ -195,10 +172,8 @@ class ModelReader:
     async def search(self, query: str, limit: int = 10) -> tuple[ModelMatch, ...]:
         """Models whose name looks like ``query``, most similar first (pg_trgm)."""
         _check_limit(limit)
-        if not query.strip():
-            return ()
-        pattern = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = await self._db.fetch("search models", _SEARCH, query, pattern, limit)
+        rows: list[asyncpg.Record] = await self._db.run(
+            "search models", lambda conn: naming.search_in_db(conn, query, limit, _MODEL_COLUMNS))
         return tuple(ModelMatch(_model_from_row(row), float(row["score"])) for row in rows)
 
     async def by_provider(self, provider: str) -> tuple[Model, ...]:
@@ -220,7 +195,7 @@ class ModelReader:
             return
         for name in names:
             self._cache.evict(name)
-            for lookup in self._dependents.pop(name, ()):
+            for lookup in self._dependents.pop(fold(name), ()):
                 self._cache.evict(lookup)
         # A load in flight registers the canonical name only when it returns; catalog changes
         # are rare, so rather than guess, no running load may store its result.

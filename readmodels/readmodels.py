@@ -124,6 +124,10 @@ class Database:
                 with contextlib.suppress(_Recycle):  # the reset hook's signal
                     await self.pool.release(conn, timeout=max(deadline - loop.time(), 0.001))
 
+    async def run(self, what: str, call: Callable[[Any], Awaitable[Any]]) -> Any:
+        """``call(connection)`` on a pooled connection: several statements, a transaction."""
+        return await self._run(what, call)
+
     async def fetch(self, what: str, query: str, *args: object) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self._run(what, lambda c: c.fetch(query, *args))
         return rows

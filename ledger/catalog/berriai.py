@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ledger.catalog.naming import NameIndex, resolve
+
 __all__ = [
     "SAMPLE_SPEC",
     "SNAPSHOT_LITELLM_VERSION",
@@ -70,16 +72,13 @@ def load_snapshot() -> dict[str, dict[str, Any]]:
 
 
 def aliases_from_price_map(price_map: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """Alias name -> canonical model name, from two sources:
+    """Alias name -> canonical model name, from the ``alias_of`` entries.
 
-    1. ``alias_of`` entries (``{"alias_of": "azure/gpt-6-astra"}``), followed through chains
-       to an entry that is a model. Dangling or cyclic aliases are left out.
-    2. Provider-prefixed names: an entry ``gpt-4o`` whose ``litellm_provider`` is ``openai``
-       is also reachable as ``openai/gpt-4o``, LiteLLM's ``provider/model`` spelling. The
-       prefixed name is only added when no entry of that exact name exists (an explicit
-       entry always wins) and when the bare name does not already start with the prefix.
-       Bare names are never derived from prefixed ones: ``gpt-4o`` is not an alias of
-       ``azure/gpt-4o``, since several providers serve the same bare name.
+    ``{"alias_of": "azure/gpt-6-astra"}`` is followed through chains to an entry that is a
+    model; dangling or cyclic aliases are left out. These are the aliases the importer turns
+    into ``model_aliases`` rows. Provider-prefixed names (``openai/gpt-4o``) are not aliases:
+    they are a rule of name resolution (``ledger.catalog.naming``), derived from
+    ``litellm_provider``, so they can never disagree with it.
     """
     aliases: dict[str, str] = {}
     for name, entry in price_map.items():
@@ -88,16 +87,6 @@ def aliases_from_price_map(price_map: Mapping[str, Mapping[str, Any]]) -> dict[s
             canonical = _follow_alias(name, price_map)
             if canonical is not None:
                 aliases[name] = canonical
-    for name, entry in price_map.items():
-        provider = entry.get("litellm_provider")
-        if not isinstance(provider, str) or not provider or "alias_of" in entry:
-            continue
-        prefix = f"{provider}/"
-        if name.startswith(prefix):
-            continue
-        prefixed = prefix + name
-        if prefixed not in price_map and prefixed not in aliases:
-            aliases[prefixed] = name
     return aliases
 
 
@@ -121,14 +110,13 @@ def resolve_model_name(
 ) -> str | None:
     """The canonical entry name for a model name, alias or provider-prefixed name.
 
-    Order: an exact entry that is not itself an alias; then the alias table (computed from
-    the map when not given); else None.
+    The rule is ``ledger.catalog.naming``'s, the one the database callers use, applied to the
+    price map's entries. ``aliases`` is the alias table (default: the map's ``alias_of``
+    entries, ``aliases_from_price_map``); pass it to reuse one or to add operators' aliases.
     """
-    entry = price_map.get(name)
-    if entry is not None and "alias_of" not in entry:
-        return name
     table = aliases if aliases is not None else aliases_from_price_map(price_map)
-    return table.get(name)
+    found = resolve(name, NameIndex.from_price_map(price_map, table))
+    return None if found is None else found.model
 
 
 # -- providers -------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ that died half-way is finished by running it again.
 Decisions:
 
 * Only ``alias_of`` entries become ``model_aliases`` rows. A provider-prefixed name
-  (``openai/gpt-4o``) stays a lookup rule (``ledger.catalog.lookup``, and the read model
-  does the same): it is derivable from ``models.provider``, so ~830 extra rows would only
-  add bookkeeping that can fall out of step when a model changes provider.
+  (``openai/gpt-4o``) stays a rule of name resolution (``ledger.catalog.naming``, the one
+  rule every caller uses): it is derivable from ``models.provider``, so ~830 extra rows
+  would only add bookkeeping that can fall out of step when a model changes provider.
 * The importer only removes aliases it owns (names that were ``alias_of`` entries in the
   previous catalog), so an alias an operator set by hand survives every import.
 * Providers are upserted once, when first seen; afterwards an operator owns their
@@ -204,7 +204,7 @@ def plan_import(
     diff = diff_catalog({name: _by_value(raw) for name, raw in state.models.items()}, current)
 
     desired = {alias: model for alias, model in aliases_from_price_map(price_map).items()
-               if alias not in rejected and "alias_of" in price_map.get(alias, {})}
+               if alias not in rejected}
     aliases_set = {a: m for a, m in sorted(desired.items()) if state.aliases.get(a) != m}
     owned_before = {name for name, raw in state.models.items() if "alias_of" in raw}
     aliases_removed = tuple(sorted(

@@ -1,17 +1,8 @@
-"""Name resolution and fuzzy search over the projected catalog (``models``, ``model_aliases``).
+"""The CLI's reads of the projected catalog: ``ledger models show|search`` and ``ledger cost``.
 
-A name resolves, first match wins, as:
-
-1. a model of that exact name that is a model in its own right (not an ``alias_of`` entry);
-2. an alias (``model_aliases``: the price map's ``alias_of`` entries, or set by hand);
-3. ``provider/rest`` where ``rest`` is a model of that provider (``openai/gpt-4o``);
-4. ``provider/alias`` where the alias's model belongs to that provider;
-5. the exact name even when it is an ``alias_of`` entry whose target is unknown, so a
-   dangling alias can still be shown.
-
-Provider-prefixed names are a rule here rather than rows in ``model_aliases``: they follow
-from ``models.provider``, so they can never disagree with it. Live models win over retired
-ones at the same rank.
+Names resolve by the one rule of ``ledger.catalog.naming`` (name, alias, ``provider/name``,
+``provider/alias``, then the same ignoring case); search is naming's one ranking. This
+module only adds what the CLI shows: the typed columns, the raw entry, which rule matched.
 """
 
 from __future__ import annotations
@@ -24,54 +15,29 @@ from typing import Any
 
 import asyncpg
 
+from ledger.catalog import naming
+from ledger.catalog.naming import MIN_WORD_SIMILARITY
 from ledger.catalog.record import ModelRecord
 
-__all__ = ["ModelMatch", "ResolvedModel", "aliases_of", "catalog_is_empty", "resolve", "search"]
+__all__ = [
+    "MIN_WORD_SIMILARITY",
+    "ModelMatch",
+    "ResolvedModel",
+    "aliases_of",
+    "catalog_is_empty",
+    "resolve",
+    "search",
+]
 
-# $1: the name as asked; $2, $3: its provider and rest when it contains a slash, else NULL.
-_RESOLVE = """
-WITH candidate (name, how, rank) AS (
-    SELECT name, 'name', 1 FROM models
-     WHERE name = $1 AND NOT raw ? 'alias_of'
-    UNION ALL
-    SELECT model, 'alias', 2 FROM model_aliases
-     WHERE alias = $1
-    UNION ALL
-    SELECT name, 'provider prefix', 3 FROM models
-     WHERE name = $3 AND provider = $2
-    UNION ALL
-    SELECT a.model, 'provider prefix and alias', 4 FROM model_aliases a
-      JOIN models target ON target.name = a.model
-     WHERE a.alias = $3 AND target.provider = $2
-    UNION ALL
-    SELECT name, 'name (dangling alias)', 5 FROM models
-     WHERE name = $1
-)
-SELECT m.*, m.raw::text AS raw_text, c.how
-  FROM candidate c
-  JOIN models m ON m.name = c.name
- ORDER BY c.rank, m.retired_at IS NOT NULL
- LIMIT 1
-"""
-
-# Candidates: the query is similar to a *part* of the name ("<%", word similarity, so
-# "gpt4o" finds "gpt-4o-mini" too) or a substring of it (ILIKE); both use the trigram index.
-# Ranking: similarity to the *whole* name, so the closest names come first.
-MIN_WORD_SIMILARITY = 0.3
-_SEARCH = r"""
-SELECT name, provider, mode, retired_at, similarity(name, $1) AS score
-  FROM models
- WHERE $1 <% name OR name ILIKE '%' || $2 || '%'
- ORDER BY score DESC, name
- LIMIT $3
-"""
+_ROW = "m.*, m.raw::text AS raw_text"
+_MATCH = "m.name, m.provider, m.mode, m.retired_at"
 
 _ALIASES_OF = "SELECT alias FROM model_aliases WHERE model = $1 ORDER BY alias"
 
 # Columns that are bookkeeping or shown separately, not typed catalog fields.
 _NOT_TYPED = frozenset({
-    "name", "provider", "mode", "raw", "raw_text", "how", "features", "valid_from",
-    "retired_at", "updated_at",
+    "name", "provider", "mode", "raw", "raw_text", "features", "valid_from", "retired_at",
+    "updated_at", "is_alias_entry", "aliases",  # the last two: naming's candidate columns
 })
 
 
@@ -102,20 +68,16 @@ class ModelMatch:
     score: float  # pg_trgm similarity in [0, 1]: a ranking, not money
 
 
-def _split(name: str) -> tuple[str | None, str | None]:
-    provider, slash, rest = name.partition("/")
-    return (provider, rest) if slash and provider and rest else (None, None)
-
-
 async def resolve(conn: asyncpg.Connection, name: str) -> ResolvedModel | None:
     """The model ``name`` designates (a name, an alias or ``provider/name``), or None."""
-    provider, rest = _split(name)
-    row = await conn.fetchrow(_RESOLVE, name, provider, rest)
-    if row is None:
+    resolutions, rows = await naming.resolve_in_db(conn, [name], _ROW)
+    found = resolutions[name]
+    if found is None:
         return None
+    row = rows[found.model]
     typed = {k: v for k, v in row.items() if k not in _NOT_TYPED and v is not None}
     return ResolvedModel(
-        asked=name, name=row["name"], how=row["how"], provider=row["provider"],
+        asked=name, name=row["name"], how=found.how, provider=row["provider"],
         mode=row["mode"], typed=typed, features=tuple(row["features"]),
         raw=json.loads(row["raw_text"], parse_float=Decimal),
         valid_from=row["valid_from"], retired_at=row["retired_at"],
@@ -124,14 +86,7 @@ async def resolve(conn: asyncpg.Connection, name: str) -> ResolvedModel | None:
 
 async def search(conn: asyncpg.Connection, query: str, limit: int = 10) -> list[ModelMatch]:
     """Models whose name looks like ``query`` (pg_trgm similarity), most similar first."""
-    if not query.strip():
-        return []
-    pattern = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    async with conn.transaction():
-        # pg_trgm's default word threshold (0.6) misses close spellings such as "gpt4o".
-        await conn.execute(
-            f"SET LOCAL pg_trgm.word_similarity_threshold = {MIN_WORD_SIMILARITY}")
-        rows = await conn.fetch(_SEARCH, query, pattern, limit)
+    rows = await naming.search_in_db(conn, query, limit, _MATCH)
     return [ModelMatch(r["name"], r["provider"], r["mode"], r["retired_at"], float(r["score"]))
             for r in rows]
 

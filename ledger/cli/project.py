@@ -14,7 +14,7 @@ from ledger.db import connect
 from projections import PROJECTION_NAMES, ProjectorWorker, lognoise, make_projection
 from projections.deadletters import DeadLetter, list_dead_letters
 from projections.replay import replay_dead_letters
-from projections.status import projection_status, topic_configuration
+from projections.status import pricing_status, projection_status, topic_configuration
 from readmodels.reports import UnknownKeyUsage, unknown_key_usage
 
 console = Console()
@@ -52,11 +52,12 @@ def project(
 
 def status() -> None:
     """Per projection and partition: checkpoint, log end, lag; dead letters; usage for
-    unknown keys; topic config."""
+    unknown keys; pricing; topic config."""
     rows, dead = asyncio.run(projection_status(
         context.settings(), context.database_url(), context.kafka_bootstrap_servers()))
     differences = asyncio.run(topic_configuration(context.settings(),
                                                   context.kafka_bootstrap_servers()))
+    pricing = asyncio.run(pricing_status(context.settings(), context.database_url()))
     table = Table(title="projections")
     for column in ("projection", "topic", "partition", "checkpoint", "log end", "lag"):
         table.add_column(column, justify="right" if column != "projection" else "left")
@@ -73,6 +74,7 @@ def status() -> None:
     console.print(dl)
     unknown = asyncio.run(_unknown_key_usage())
     console.print(f"usage for unknown keys: {unknown.describe()}", soft_wrap=True, markup=False)
+    console.print(pricing.line(), soft_wrap=True)
     # Informational here (exit 0); `ledger topics ensure` exits 2 on the same differences.
     if not differences:
         console.print("topics: configuration matches the settings")

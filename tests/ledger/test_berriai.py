@@ -146,10 +146,16 @@ def test_alias_chains_cycles_and_dangling() -> None:
         "acme/prefixed": {"litellm_provider": "acme"},
     }
     aliases = aliases_from_price_map(price_map)
-    assert aliases == {"a": "real", "b": "real", "acme/real": "real"}
+    assert aliases == {"a": "real", "b": "real"}  # provider prefixes are a rule, not aliases
     assert resolve_model_name("a", price_map) == "real"
-    assert resolve_model_name("loop1", price_map) is None
-    assert resolve_model_name("acme/acme/prefixed", price_map) is None
+    assert resolve_model_name("acme/real", price_map) == "real"
+    # An alias_of entry that leads nowhere is still itself (it has no prices), as in the
+    # database: ledger.catalog.naming is the one rule.
+    assert resolve_model_name("loop1", price_map) == "loop1"
+    assert resolve_model_name("dangling", price_map) == "dangling"
+    assert resolve_model_name("nowhere", price_map) is None
+    # The part after the provider prefix may itself contain a slash.
+    assert resolve_model_name("acme/acme/prefixed", price_map) == "acme/prefixed"
 
 
 # -- providers ---------------------------------------------------------------------------------

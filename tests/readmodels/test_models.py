@@ -60,6 +60,29 @@ async def test_invalidation_by_model_and_alias(rm: ReadModels, writer: Writer) -
     await eventually(created)
 
 
+async def test_names_that_differ_in_case_resolve_and_are_invalidated(
+    rm: ReadModels, writer: Writer
+) -> None:
+    # Cached while nothing matches: a model spelled differently must still evict them.
+    for lookup in ("GPT-4O", "OpenAI/GPT-4o", "Default"):
+        assert await rm.models.get_by_name(lookup) is None
+    await writer.add_model("gpt-4o", "openai")
+    await writer.set_alias("default", "gpt-4o")
+
+    async def found() -> bool:
+        models = [await rm.models.get_by_name(n) for n in ("GPT-4O", "OpenAI/GPT-4o", "Default")]
+        return all(m is not None and m.name == "gpt-4o" for m in models)
+
+    await eventually(found)
+    await writer.add_model("GPT-4O", "openai")  # an exact spelling wins over a case-blind one
+
+    async def exact() -> bool:
+        model = await rm.models.get_by_name("GPT-4O")
+        return model is not None and model.name == "GPT-4O"
+
+    await eventually(exact)
+
+
 async def test_search_by_provider_and_providers(rm: ReadModels, writer: Writer) -> None:
     await writer.add_provider("openai", region="us")
     await writer.add_provider("anthropic")
