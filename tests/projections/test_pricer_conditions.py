@@ -36,6 +36,11 @@ def event(model: str, when: datetime, key: uuid.UUID | None = None, **served: An
 async def _catalog(conn: asyncpg.Connection) -> None:
     snapshot = json.loads(snapshot_path().read_bytes())
     for name in MODELS:
+        # As the catalog projection writes them: the model row (names resolve through it)
+        # and its price history.
+        await conn.execute(
+            "INSERT INTO models (name, provider, raw, valid_from) VALUES ($1, $2, $3, $4)",
+            name, snapshot[name].get("litellm_provider"), json.dumps(snapshot[name]), JUNE)
         await conn.execute(
             "INSERT INTO model_price_history (model, valid_from, raw) VALUES ($1, $2, $3)",
             name, JUNE, json.dumps(snapshot[name]))  # fmt: skip
