@@ -31,11 +31,15 @@ async def test_parts_above_their_totals_are_recorded_unpriced(settings: Settings
     assert settings.database_url
     conn = await asyncpg.connect(settings.database_url)
     try:  # gpt-4o has a price, so only the inconsistent counts can leave an event unpriced
+        raw = json.dumps({"litellm_provider": "openai", "mode": "chat",
+                          "input_cost_per_token": 0.0000025, "output_cost_per_token": 0.00001})
+        since = datetime(2026, 1, 1, tzinfo=UTC)
+        # As the catalog projection writes them: names resolve through the model row.
+        await conn.execute("INSERT INTO models (name, provider, raw, valid_from) "
+                           "VALUES ('gpt-4o', 'openai', $1, $2)", raw, since)
         await conn.execute(
             "INSERT INTO model_price_history (model, valid_from, raw) VALUES ('gpt-4o', $1, $2)",
-            datetime(2026, 1, 1, tzinfo=UTC),
-            json.dumps({"litellm_provider": "openai", "mode": "chat",
-                        "input_cost_per_token": 0.0000025, "output_cost_per_token": 0.00001}))
+            since, raw)
     finally:
         await conn.close()
     key = uuid.uuid4()
