@@ -11,7 +11,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(BIN)/.installed
+# ajv and ajv-formats for the JSON Schema property test: the lockfile pins them (npm ci).
+JS := tests/js
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	npm ci --prefix $(JS) --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(BIN)/.installed $(JS)/node_modules/.installed
 
 demo: install
 	$(BIN)/ledger demo
