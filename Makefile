@@ -17,7 +17,13 @@ $(TS_EXAMPLE)/node_modules/.installed: $(TS_EXAMPLE)/package-lock.json
 	cd $(TS_EXAMPLE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(BIN)/.installed $(TS_EXAMPLE)/node_modules/.installed
+# ajv and ajv-formats for the JSON Schema property test: the lockfile pins them (npm ci).
+JS := tests/js
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	npm ci --prefix $(JS) --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(BIN)/.installed $(TS_EXAMPLE)/node_modules/.installed $(JS)/node_modules/.installed
 
 demo: install
 	$(BIN)/ledger demo

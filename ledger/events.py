@@ -8,10 +8,10 @@ binary float; numbers are accepted on input.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias
-from uuid import UUID
 
 from pydantic import (
     BaseModel,
@@ -21,21 +21,26 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from ledger.exceptions import EventDecodeError
 from ledger.fields import (
     Count,
     DataResidency,
+    Flag,
     FreeJson,
+    FreeJsonOrNull,
     KeyHash,
     Metadata,
     MetadataKey,
     MetadataValue,
     Moment,
     Money,
+    Names,
     NonEmptyStr,
     Seconds,
     ServiceTier,
+    Uuid,
 )
 
 ENVELOPE_FIELDS = frozenset({"event_id", "type", "schema_version", "occurred_at", "source"})
@@ -49,11 +54,19 @@ class EventBase(BaseModel):
     # Which topic family the event belongs to; not a field, so it never reaches the wire.
     topic_family: ClassVar[Literal["usage", "keys", "catalog"]]
 
-    event_id: UUID
+    event_id: Uuid
     type: str
     schema_version: int
     occurred_at: Moment
     source: NonEmptyStr
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _version_is_a_number(cls, value: object) -> object:
+        # Literal[1] alone would take true (True == 1 in Python); JSON Schema's const does not.
+        if isinstance(value, bool):
+            raise ValueError("must be an integer, not a boolean")
+        return value
 
     def partition_key(self) -> str:
         raise NotImplementedError
@@ -62,7 +75,7 @@ class EventBase(BaseModel):
 class _KeyScoped(EventBase):
     """Events ordered per API key: keyed by api_key_id so one key's history stays in order."""
 
-    api_key_id: UUID
+    api_key_id: Uuid
 
     def partition_key(self) -> str:
         return str(self.api_key_id)
@@ -120,10 +133,10 @@ class ApiKeyCreated(_KeyScoped):
     key_hash: KeyHash
     name: NonEmptyStr
     owner: NonEmptyStr | None = None
-    allowed_models: list[NonEmptyStr] = Field(default_factory=list)  # empty = every model
+    allowed_models: Names = Field(default_factory=list)  # empty = every model
     max_budget_usd: Money | None = None
     expires_at: Moment | None = None
-    enabled: bool = True
+    enabled: Flag = True
     metadata: Metadata = Field(default_factory=dict)
 
 
@@ -142,12 +155,13 @@ class ApiKeyUpdated(_KeyScoped):
 
     type: Literal["api_key.updated"] = "api_key.updated"
     schema_version: Literal[1] = 1
-    name: NonEmptyStr | None = None
+    # SkipJsonSchema: None is only the Python default ("absent"); null is refused below.
+    name: NonEmptyStr | SkipJsonSchema[None] = None
     owner: NonEmptyStr | None = None
-    allowed_models: list[NonEmptyStr] | None = None
+    allowed_models: list[NonEmptyStr] | SkipJsonSchema[None] = None
     max_budget_usd: Money | None = None
     expires_at: Moment | None = None
-    enabled: bool | None = None
+    enabled: Flag | SkipJsonSchema[None] = None
 
     @field_validator(*_NOT_NULLABLE_UPDATES, mode="before")
     @classmethod
@@ -157,10 +171,6 @@ class ApiKeyUpdated(_KeyScoped):
         if value is None:
             raise ValueError("cannot be null; omit the field to leave it unchanged")
         return value
-
-    def model_post_init(self, context: Any, /) -> None:
-        # The defaults of type/schema_version must still be written by exclude_unset dumps.
-        self.__pydantic_fields_set__.update(("type", "schema_version"))
 
     def changes(self) -> dict[str, Any]:
         """The fields this update sets (explicit nulls included), envelope excluded."""
@@ -204,8 +214,8 @@ class ProviderUpserted(EventBase):
     base_url: NonEmptyStr | None = None
     api_version: NonEmptyStr | None = None
     auth_scheme: NonEmptyStr | None = None
-    features: list[NonEmptyStr] = Field(default_factory=list)
-    config: FreeJson = Field(default_factory=dict)
+    features: Names = Field(default_factory=list)
+    config: FreeJsonOrNull = Field(default_factory=dict)
 
     def partition_key(self) -> str:
         return self.name
@@ -353,10 +363,15 @@ def event_headers(event: EventBase) -> list[tuple[str, bytes]]:
     return list(HEADERS_BY_CLASS[type(event)])
 
 
+_ALWAYS_WRITTEN = frozenset({"type", "schema_version"})
+
+
 def dump_event(event: EventBase) -> bytes:
     """Compact UTF-8 JSON of ``event``; an ApiKeyUpdated keeps only the fields it sets."""
     if type(event) is ApiKeyUpdated:
-        return event.model_dump_json(exclude_unset=True).encode()
+        # The fields it sets, and always the envelope's type and schema_version.
+        written = event.model_fields_set | _ALWAYS_WRITTEN
+        return event.model_dump_json(include=written).encode()
     # The bound serializer skips model_dump_json's argument handling; this is the hot path.
     return event.__pydantic_serializer__.to_json(event)
 
@@ -373,12 +388,36 @@ def parse_event(data: bytes | str | None) -> Event:
         kind = "a null value (tombstone)" if data is None else type(data).__name__
         raise EventDecodeError(f"not an event: {kind}")
     try:
-        return EVENT_ADAPTER.validate_json(data)
+        event = EVENT_ADAPTER.validate_json(data)
     except ValidationError as fast_error:
         # Imported here because upcasting imports this module's models.
         from ledger.upcasting import decode_slow_path
 
         return decode_slow_path(data, fast_error)
+    if "schema_version" not in event.model_fields_set:
+        # The model's default would read a message without a version as the current one.
+        raise EventDecodeError("schema_version: Field required")
+    if _mentions_constant(data):
+        try:  # rare: only a body that contains the words at all pays for a second parse
+            json.loads(data if not isinstance(data, memoryview) else bytes(data),
+                       parse_constant=refuse_constant)
+        except ValueError as error:
+            raise EventDecodeError(f"invalid JSON: {error}") from error
+    return event
+
+
+def refuse_constant(name: str) -> Any:
+    """json.loads' parse_constant: NaN, Infinity and -Infinity are not JSON."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _mentions_constant(data: bytes | bytearray | memoryview | str) -> bool:
+    # pydantic's parser takes NaN and Infinity, which JSON (and so the schema) does not
+    # have: one left where no field looks at it (under a later duplicate key) would pass.
+    if isinstance(data, str):
+        return "NaN" in data or "Infinity" in data
+    view = data if isinstance(data, bytes | bytearray) else bytes(data)
+    return b"NaN" in view or b"Infinity" in view
 
 
 def describe_validation_error(error: ValidationError) -> str:

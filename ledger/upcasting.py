@@ -17,7 +17,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ledger.events import CURRENT_VERSIONS, EVENT_ADAPTER, Event, decode_error_from
+from ledger.events import (
+    CURRENT_VERSIONS,
+    EVENT_ADAPTER,
+    Event,
+    decode_error_from,
+    refuse_constant,
+)
 from ledger.exceptions import (
     EventDecodeError,
     UnknownEventTypeError,
@@ -95,8 +101,8 @@ def upcast(data: dict[str, Any]) -> dict[str, Any]:
 def decode_slow_path(raw: bytes | str, fast_error: ValidationError) -> Event:
     """Classify a message the fast path rejected, upcasting it when it is merely old."""
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as error:  # bad UTF-8 or JSON, absurd nesting
+        data = json.loads(raw, parse_constant=refuse_constant)
+    except (ValueError, RecursionError) as error:  # bad UTF-8 or JSON, NaN, absurd nesting
         raise EventDecodeError(f"invalid JSON: {error}") from error
     if not isinstance(data, dict):
         raise EventDecodeError(f"an event must be a JSON object, got {type(data).__name__}")
@@ -105,6 +111,8 @@ def decode_slow_path(raw: bytes | str, fast_error: ValidationError) -> Event:
         # Already current: the fast path's error is the real schema violation.
         raise decode_error_from(fast_error)
     try:
-        return EVENT_ADAPTER.validate_python(upcast_data)
+        # Through JSON again, so an upcast event is held to the rules of the JSON input it
+        # came from (a JSON string, not a Python object, for each timestamp and decimal).
+        return EVENT_ADAPTER.validate_json(json.dumps(upcast_data))
     except ValidationError as error:
         raise decode_error_from(error) from error

@@ -81,7 +81,7 @@ def route_table(topics: Topics) -> dict[type[EventBase], Route]:
     """Per event class: topic, headers and serializer, so emit does no per-call lookups."""
     table: dict[type[EventBase], Route] = {}
     for cls in EVENT_CLASSES:
-        # dump_event's exclude_unset path only where needed; the bound serializer elsewhere.
+        # dump_event's fields-set path only where needed; the bound serializer elsewhere.
         dumper: Dumper = dump_event if cls is ApiKeyUpdated else cls.__pydantic_serializer__.to_json
         # One headers list per class, shared by its records: nothing downstream mutates it.
         table[cls] = (getattr(topics, cls.topic_family), list(HEADERS_BY_CLASS[cls]), dumper)
