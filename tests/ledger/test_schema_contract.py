@@ -152,7 +152,7 @@ ACCEPTED = [
     ("count-with-zero-fraction", text("prompt_tokens=1000.0")),
     ("count-exponent", text("prompt_tokens=1e3")),
     ("count-maximum", usage(prompt_tokens=10**9)),
-    ("schema-version-2.0", text("schema_version=2.0")),
+    ("schema-version-3.0", text("schema_version=3.0")),
     ("zero-counts-omitted", usage(cache_read_input_tokens=DROP, images=DROP, characters=DROP)),
     ("go-nil-metadata", usage(metadata=None)),
     ("go-nil-allowed-models", body("api_key.created", allowed_models=None)),
