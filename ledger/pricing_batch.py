@@ -36,8 +36,8 @@ from ledger.pricing_rates import (
     Rates,
     crossed,
     get,
+    highest_crossed_key,
     parse_threshold,
-    threshold_of_key,
 )
 
 __all__ = ["BatchRates", "batch_rates"]
@@ -77,19 +77,10 @@ def _batch_rate(prices: Mapping[str, Decimal], prefix: str, prompt: int, inclusi
 def _context_rate(prices: Mapping[str, Decimal], base: str, suffix: str, prompt: int) -> Rate:
     """LiteLLM's ``get_modality_token_cost_key`` for ``base + suffix``: the highest crossed
     ``<base>_above_<N>_tokens[suffix]`` key (always ``>``), read as the ``suffix`` key."""
-    best: tuple[Decimal, str] | None = None
-    for key in prices:
-        if key.startswith(f"{base}_above_") and key.endswith(("_tokens", f"_tokens{suffix}")):
-            threshold = parse_threshold(threshold_of_key(key))
-            if (
-                threshold is not None
-                and crossed(prompt, threshold, False)
-                and (best is None or threshold > best[0])
-            ):
-                best = (threshold, key)
-    if best is None:
+    found = highest_crossed_key(prices, base, suffix, prompt, False)
+    if found is None:
         return get(prices, f"{base}{suffix}")
-    return get(prices, f"{best[1].removesuffix(suffix)}{suffix}")
+    return get(prices, f"{found.removesuffix(suffix)}{suffix}")
 
 
 def _halved(rate: Rate) -> Rate:

@@ -184,12 +184,11 @@ def _tiered_table_rates(
     )
 
 
-def _audio_in_rate(
-    prices: Mapping[str, Decimal], prompt: int, inclusive: bool, inp: Rate, suffix: str
-) -> Rate:
-    """The audio input rate: the service tier's, of the highest long-context tier crossed,
-    falling back to the standard audio key; the (resolved) input rate if there is none."""
-    base = AUDIO_IN
+def highest_crossed_key(
+    prices: Mapping[str, Decimal], base: str, suffix: str, prompt: int, inclusive: bool
+) -> str | None:
+    """The ``<base>_above_<N>_tokens[suffix]`` key whose threshold N is the highest the
+    prompt crossed (``inclusive``: at N counts), or None."""
     best: tuple[Decimal, str] | None = None
     for key in prices:
         if key.startswith(f"{base}_above_") and key.endswith(("_tokens", f"_tokens{suffix}")):
@@ -200,7 +199,17 @@ def _audio_in_rate(
                 and (best is None or threshold > best[0])
             ):
                 best = (threshold, key)
-    key = f"{best[1].removesuffix(suffix)}{suffix}" if best is not None else f"{base}{suffix}"
+    return None if best is None else best[1]
+
+
+def _audio_in_rate(
+    prices: Mapping[str, Decimal], prompt: int, inclusive: bool, inp: Rate, suffix: str
+) -> Rate:
+    """The audio input rate: the service tier's, of the highest long-context tier crossed,
+    falling back to the standard audio key; the (resolved) input rate if there is none."""
+    base = AUDIO_IN
+    found = highest_crossed_key(prices, base, suffix, prompt, inclusive)
+    key = f"{found.removesuffix(suffix)}{suffix}" if found is not None else f"{base}{suffix}"
     if key not in prices and key.removesuffix(suffix) not in prices:
         return inp
     return _get_or_standard(prices, key)
