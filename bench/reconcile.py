@@ -14,47 +14,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import asyncpg
+from scratch_db import migrated_database
 
-from ledger.devstack import EmbeddedPostgres
-from ledger.devstack.ports import free_port
 from ledger.events import UsageRecorded
-from ledger.migrate import Migrator
 from projections.base import Envelope, lock_key
 from projections.reconcile import Scope, compare, compare_groups, repair
 from projections.usage import UsageProjection
 
 MODELS = tuple(f"model-{m:02d}" for m in range(50))
 START = datetime(2026, 8, 1, tzinfo=UTC)
-
-
-@asynccontextmanager
-async def database() -> AsyncIterator[str]:
-    dsn = os.environ.get("DATABASE_URL")
-    if dsn is not None:
-        yield dsn
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as root:
-        pg = EmbeddedPostgres(Path(root) / "pgdata", free_port())
-        pg.start()
-        try:
-            conn = await asyncpg.connect(pg.dsn)
-            await Migrator(conn).migrate()
-            await conn.close()
-            yield pg.dsn
-        finally:
-            pg.stop("immediate")
 
 
 async def seed(conn: asyncpg.Connection, records: int) -> list[uuid.UUID]:
@@ -108,7 +83,7 @@ async def main() -> None:
     parser.add_argument("--damage", type=int, default=25)
     args = parser.parse_args()
     rows: list[tuple[str, str]] = []
-    async with database() as dsn:
+    async with migrated_database("bench-reconcile-") as dsn:
         conn = await asyncpg.connect(dsn)
         try:
             keys = await timed(f"seed {args.records:,} records", seed(conn, args.records), rows)

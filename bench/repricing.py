@@ -21,48 +21,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import asyncpg
+from scratch_db import migrated_database
 
 from ledger.catalog import load_snapshot
 from ledger.catalog.importer import CatalogState, plan_import
-from ledger.devstack import EmbeddedPostgres
-from ledger.devstack.ports import free_port
 from ledger.events import EventBase, ModelAliasSet, ModelUpserted, UsageRecorded
-from ledger.migrate import Migrator
 from projections.base import Envelope, lock_key
 from projections.catalog import CatalogProjection
 from projections.usage import UsageProjection
 
 START = datetime(2026, 8, 1, tzinfo=UTC)
-
-
-@asynccontextmanager
-async def database() -> AsyncIterator[str]:
-    dsn = os.environ.get("DATABASE_URL")
-    if dsn is not None:
-        yield dsn
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-repricing-") as root:
-        pg = EmbeddedPostgres(Path(root) / "pgdata", free_port())
-        pg.start()
-        try:
-            conn = await asyncpg.connect(pg.dsn)
-            await Migrator(conn).migrate()
-            await conn.close()
-            yield pg.dsn
-        finally:
-            pg.stop("immediate")
 
 
 def chat_models(snapshot: dict[str, dict[str, object]]) -> list[tuple[str, str]]:
@@ -136,7 +112,7 @@ async def timed(dsn: str, conn: asyncpg.Connection, events: Sequence[EventBase])
 async def main(records: int) -> None:
     snapshot = load_snapshot()
     models = chat_models(snapshot)
-    async with database() as dsn:
+    async with migrated_database("bench-repricing-") as dsn:
         conn = await asyncpg.connect(dsn)
         try:
             started = time.perf_counter()
