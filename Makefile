@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/ledger demo
 
 lint: install
-	$(BIN)/ruff check ledger projections readmodels tests bench tools
+	$(BIN)/ruff check ledger projections readmodels ops tests bench tools
 
 typecheck: install
 	$(BIN)/mypy

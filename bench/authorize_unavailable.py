@@ -32,11 +32,11 @@ import asyncpg
 # bench/ holds a readmodels.py of its own: put the repository first so the package wins.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ledger.devstack import EmbeddedPostgres
-from ledger.devstack.ports import free_port
 from ledger.keys import generate_key, hash_key
-from ledger.migrate import Migrator
 from ledger.settings import load_settings
+from ops.devstack import EmbeddedPostgres
+from ops.devstack.ports import free_port
+from ops.migrate import Migrator
 from readmodels import ReadModels, Reason
 
 

@@ -35,11 +35,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ledger.devstack import EmbeddedBroker
-from ledger.devstack.ports import free_port
 from ledger.events import Topics, UsageRecorded
 from ledger.producer import LedgerProducer
 from ledger.topics import TopicSpec, ensure_topics
+from ops.devstack import EmbeddedBroker
+from ops.devstack.ports import free_port
 
 
 @contextmanager

@@ -41,14 +41,14 @@ from typing import Any
 
 import asyncpg
 
-from ledger.devstack import EmbeddedBroker, EmbeddedPostgres
-from ledger.devstack.ports import free_port
 from ledger.events import UsageRecorded
 from ledger.invalidation import CHANNEL, decode
-from ledger.migrate import Migrator
 from ledger.producer import LedgerProducer
 from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
+from ops.devstack import EmbeddedBroker, EmbeddedPostgres
+from ops.devstack.ports import free_port
+from ops.migrate import Migrator
 from projections import ProjectionRunner, make_projection
 
 
@@ -199,7 +199,7 @@ async def sustained_processes(s: Stack, n: int, workers: int) -> dict[str, Any]:
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "ledger", "project", "--projection", "usage",
+        [sys.executable, "-m", "ops", "project", "--projection", "usage",
          "--log-level", "WARNING"], env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 

@@ -31,12 +31,12 @@ import asyncpg
 # This file is itself named readmodels.py: put the repository first so the package wins.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ledger.devstack import EmbeddedPostgres
-from ledger.devstack.ports import free_port
 from ledger.invalidation import CHANNEL, Invalidation, encode
 from ledger.keys import generate_key, hash_key
-from ledger.migrate import Migrator
 from ledger.settings import Settings
+from ops.devstack import EmbeddedPostgres
+from ops.devstack.ports import free_port
+from ops.migrate import Migrator
 from readmodels import ReadModels
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,8 +32,8 @@ import asyncpg
 from scratch_db import migrated_database
 
 from ledger.catalog import load_snapshot
-from ledger.catalog.importer import CatalogState, plan_import
 from ledger.events import EventBase, ModelAliasSet, ModelUpserted, UsageRecorded
+from ops.catalog_import import CatalogState, plan_import
 from projections.base import Envelope, lock_key
 from projections.catalog import CatalogProjection
 from projections.usage import UsageProjection

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import asyncpg
 
-from ledger.devstack import EmbeddedPostgres
-from ledger.devstack.ports import free_port
-from ledger.migrate import Migrator
+from ops.devstack import EmbeddedPostgres
+from ops.devstack.ports import free_port
+from ops.migrate import Migrator
 
 
 @asynccontextmanager

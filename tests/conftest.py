@@ -11,9 +11,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger.migrate import Migrator
 from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
+from ops.migrate import Migrator
 from tests.servers import Servers, docker_requested, docker_servers, embedded_servers
 
 TEMPLATE_DB = "ledger_template"

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.devstack import EmbeddedBroker, EmbeddedPostgres
-from ledger.devstack.ports import free_port
+from ops.devstack import EmbeddedBroker, EmbeddedPostgres
+from ops.devstack.ports import free_port
 
 
 @dataclass

@@ -38,13 +38,13 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from ledger.devstack import EmbeddedBroker, EmbeddedPostgres
-from ledger.devstack.ports import free_port
 from ledger.events import UsageRecorded
-from ledger.migrate import Migrator
 from ledger.producer import Delivery, LedgerProducer, partition_for_key
 from ledger.settings import Settings
 from ledger.topics import describe_topics, ensure_topics, topic_specs
+from ops.devstack import EmbeddedBroker, EmbeddedPostgres
+from ops.devstack.ports import free_port
+from ops.migrate import Migrator
 from projections.status import projection_status
 
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "o3-mini", "gemini/gemini-2.5-flash")
@@ -120,7 +120,7 @@ class Workers:
         offset = log.stat().st_size if log.exists() else 0
         with log.open("ab") as out:  # own session: a Ctrl-C on the terminal is ours to handle
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ledger", "project", "--projection", "usage"],
+                [sys.executable, "-m", "ops", "project", "--projection", "usage"],
                 env=self.env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         self.procs[slot:slot + 1] = [proc]

@@ -11,10 +11,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from ledger.devstack import EmbeddedBroker
-from ledger.devstack.ports import free_port
 from ledger.events import Topics
 from ledger.topics import TopicSpec, ensure_topics
+from ops.devstack import EmbeddedBroker
+from ops.devstack.ports import free_port
 
 
 def unique_topics() -> Topics:

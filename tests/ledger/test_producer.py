@@ -19,7 +19,6 @@ from aiokafka.errors import (
 )
 from prometheus_client import REGISTRY
 
-from ledger.devstack.ports import free_port
 from ledger.events import (
     ApiKeyRevoked,
     EventBase,
@@ -46,6 +45,7 @@ from ledger.exceptions import (
 from ledger.keys import generate_key
 from ledger.producer import Delivery, LedgerProducer, Spool, partition_for_key
 from ledger.settings import load_settings
+from ops.devstack.ports import free_port
 from tests.ledger.producer_helpers import (
     consume,
     create_topics,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ops.cli import app
 from tests.ledger.schema_oracles import (
     Ajv,
     ajv_process,

@@ -76,7 +76,7 @@ def test_bad_value_names_the_variable(
 def test_cli_reports_bad_setting_in_one_line_without_traceback() -> None:
     env = {"PATH": "/usr/bin:/bin", "CACHE_MODEL_TTL": "forever"}
     result = subprocess.run(
-        [sys.executable, "-m", "ledger", "dev", "env"], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "ops", "dev", "env"], env=env, capture_output=True, text=True,
         check=False,
     )
     assert result.returncode == 1

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.devstack.ports import free_port
 from ledger.events import parse_event
 from ledger.producer import LedgerProducer
 from ledger.producer import spool as spool_module
@@ -29,6 +28,7 @@ from ledger.producer.spool_frames import (
     encode_record,
     frame_payload,
 )
+from ops.devstack.ports import free_port
 from tests.ledger.producer_helpers import consume, create_topics, unique_topics
 
 

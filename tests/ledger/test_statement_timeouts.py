@@ -22,11 +22,11 @@ from tests.ledger.test_cli_errors import _one_line
 from tests.projections.helpers import running_worker, wait_until
 
 HANG_GUARD_S = 60
-_MIGRATION_LOCK = 7_261_845_001  # ledger.migrate's advisory lock key
+_MIGRATION_LOCK = 7_261_845_001  # ops.migrate's advisory lock key
 
 
 def _ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ledger", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops", *args], env=env, capture_output=True,
                           text=True, timeout=HANG_GUARD_S, check=False, stdin=subprocess.DEVNULL)
 
 

@@ -31,7 +31,7 @@ def _fresh_topics(settings: Settings) -> Settings:
 
 def _ledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **settings.environment(), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "ledger", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops", *args], env=env, capture_output=True,
                           text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
 
 

@@ -142,7 +142,7 @@ def start_worker_process(settings: Settings, log: Path) -> subprocess.Popen[byte
     """`ledger project --projection usage` in its own process, as an operator starts it."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "ledger", "project", "--projection", "usage"],
+            [sys.executable, "-m", "ops", "project", "--projection", "usage"],
             env=dict(os.environ, **settings.environment()), stdout=out, stderr=out,
             stdin=subprocess.DEVNULL)
 

@@ -18,12 +18,12 @@ from typing import Any
 import asyncpg
 
 from ledger.catalog import load_snapshot
-from ledger.catalog.importer import CatalogImporter, ImportSummary, read_source, wire_raw
-from ledger.catalog.lookup import resolve
 from ledger.events import ModelAliasSet, ModelRetired, ModelUpserted
 from ledger.settings import Settings
+from ops.catalog_import import CatalogImporter, ImportSummary, read_source, wire_raw
 from projections import make_projection
 from projections.rebuild import Rebuilder
+from readmodels.catalog_lookup import resolve
 from tests.projections.helpers import emit, fetchval, running_worker, usage_event, wait_for_rows
 
 JAN, MAR, JUN, SEP = (datetime(2026, m, 1, tzinfo=UTC) for m in (1, 3, 6, 9))

@@ -12,9 +12,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from ledger.devstack.ports import free_port
 from ledger.producer import EventBuilder
 from ledger.settings import Settings
+from ops.devstack.ports import free_port
 from projections.replay import replay_dead_letters
 from tests.projections.helpers import (
     emit,
@@ -34,7 +34,7 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 def _ledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ledger", *args], env=_env(settings),
+    return subprocess.run([sys.executable, "-m", "ops", *args], env=_env(settings),
                           capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -81,7 +81,7 @@ async def test_status_and_metrics_of_a_running_worker(settings: Settings, tmp_pa
     port = free_port()
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "ledger", "project", "--metrics-port", str(port)],
+        [sys.executable, "-m", "ops", "project", "--metrics-port", str(port)],
         env=_env(settings), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
         assert settings.database_url
@@ -115,7 +115,7 @@ async def test_sigterm_stops_a_worker_whose_database_never_answered(
 ) -> None:
     env = {**_env(settings), "DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/x"}
     with (tmp_path / "worker.log").open("wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "ledger", "project"], env=env,
+        worker = subprocess.Popen([sys.executable, "-m", "ops", "project"], env=env,
                                   stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
         await asyncio.sleep(3)  # retrying its connection with back-off

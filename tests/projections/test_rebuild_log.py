@@ -119,7 +119,7 @@ async def test_a_partition_ending_in_a_skipped_record_rebuilds(
 
 def _ledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **settings.environment(), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "ledger", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops", *args], env=env, capture_output=True,
                           text=True, timeout=120, check=False, stdin=subprocess.DEVNULL)
 
 

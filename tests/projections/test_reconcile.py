@@ -17,10 +17,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ledger.devstack.ports import free_port
 from ledger.events import UsageRecorded
 from ledger.invalidation import CHANNEL, Invalidation, decode, merge
 from ledger.settings import Settings
+from ops.devstack.ports import free_port
 from projections.base import Envelope, lock_key
 from projections.reconcile import (
     COMPARED_COLUMNS,
@@ -209,7 +209,7 @@ async def test_repair_waits_for_a_batch_in_flight_and_keeps_its_events(
 
 def _ledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **settings.environment(), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "ledger", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops", *args], env=env, capture_output=True,
                           text=True, timeout=120, check=False, stdin=subprocess.DEVNULL)
 
 

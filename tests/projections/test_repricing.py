@@ -24,7 +24,6 @@ import asyncpg
 import pytest
 
 from ledger.catalog import load_snapshot
-from ledger.catalog.importer import CatalogImporter
 from ledger.events import (
     EventBase,
     ModelAliasRemoved,
@@ -34,6 +33,7 @@ from ledger.events import (
     UsageRecorded,
 )
 from ledger.settings import Settings
+from ops.catalog_import import CatalogImporter
 from projections import make_projection
 from projections.base import Envelope, lock_key
 from projections.catalog import CatalogProjection
@@ -334,7 +334,7 @@ async def test_catalog_imported_after_the_usage_live_equals_rebuild(settings: Se
 
 def _ledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **settings.environment(), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "ledger", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops", *args], env=env, capture_output=True,
                           text=True, timeout=120, check=False, stdin=subprocess.DEVNULL)
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger.devstack import EmbeddedBroker
-from ledger.devstack.ports import free_port
 from ledger.events import UsageRecorded
 from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
+from ops.devstack import EmbeddedBroker
+from ops.devstack.ports import free_port
 from projections import ProjectionRunner, make_projection
 from projections.reconcile import compare
 from tests.projections.helpers import (

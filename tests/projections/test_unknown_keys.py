@@ -28,7 +28,7 @@ OCTOBER = datetime(2026, 10, 15, 12, tzinfo=UTC)
 
 def _ledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **settings.environment(), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "ledger", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops", *args], env=env, capture_output=True,
                           text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
 
 

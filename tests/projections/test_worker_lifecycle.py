@@ -13,10 +13,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger.devstack import EmbeddedBroker
-from ledger.devstack.ports import free_port
 from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
+from ops.devstack import EmbeddedBroker
+from ops.devstack.ports import free_port
 from tests.projections.helpers import (
     emit,
     ground_truth,

@@ -1,7 +1,7 @@
 """The model-name contract: every form of a name, against every caller of the one rule.
 
 Callers: the importer's price-map side (``resolve_model_name``, what ``ledger cost`` uses
-without a database), the CLI lookup (``ledger.catalog.lookup``: ``models show``, ``cost``),
+without a database), the CLI lookup (``readmodels.catalog_lookup``: ``models show``, ``cost``),
 the read models' hot path (``get_by_name``) and the projector's pricer (``CatalogPricer``,
 which shows the model it found through the cost: every model here has its own price).
 The catalog is written the real way: the importer plans events from a price map and the
@@ -21,13 +21,13 @@ import asyncpg
 import pytest
 
 from ledger.catalog import aliases_from_price_map, resolve_model_name
-from ledger.catalog.importer import CatalogState, plan_import
-from ledger.catalog.lookup import resolve, search
 from ledger.catalog.naming import fold
 from ledger.events import ModelAliasSet
+from ops.catalog_import import CatalogState, plan_import
 from projections.catalog import CatalogProjection
 from projections.pricer import CatalogPricer
 from readmodels import ReadModels
+from readmodels.catalog_lookup import resolve, search
 from tests.projections.helpers import usage_event
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)

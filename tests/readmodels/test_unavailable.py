@@ -19,9 +19,9 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from ledger.devstack import EmbeddedPostgres
-from ledger.devstack.ports import free_port
-from ledger.migrate import Migrator
+from ops.devstack import EmbeddedPostgres
+from ops.devstack.ports import free_port
+from ops.migrate import Migrator
 from readmodels import (
     DatabaseUnavailableError,
     InvalidArgumentError,

@@ -19,9 +19,9 @@ import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from ledger.cli import context
 from ledger.db import DatabaseConnectError, one_line, redact_url
 from ledger.exceptions import LedgerError
+from ops.cli import context
 from readmodels.exceptions import ReadModelError
 
 # Commands that log on purpose (long-running workers); the others report through ``explain``.

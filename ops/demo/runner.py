@@ -33,14 +33,14 @@ from rich.progress import (
 )
 
 from ledger.catalog import load_snapshot
-from ledger.catalog.importer import CatalogImporter
 from ledger.db import connect
-from ledger.demo.traffic import DemoKey, TrafficGenerator
-from ledger.devstack import DevStack
-from ledger.migrate import Migrator
 from ledger.producer import LedgerProducer
 from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
+from ops.catalog_import import CatalogImporter
+from ops.demo.traffic import DemoKey, TrafficGenerator
+from ops.devstack import DevStack
+from ops.migrate import Migrator
 from readmodels import CacheStats, ReadModels
 
 WORKERS = 2
@@ -101,7 +101,7 @@ class DemoRunner:
             log = home / f"demo-worker-{index}.log"
             with log.open("ab") as out:
                 self.workers.append(subprocess.Popen(
-                    [sys.executable, "-m", "ledger", "project", "--log-level", "WARNING"],
+                    [sys.executable, "-m", "ops", "project", "--log-level", "WARNING"],
                     env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL))
             logs.append(log)
         return logs

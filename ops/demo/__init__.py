@@ -1,8 +1,8 @@
 """``ledger demo``: the whole ledger working from one command."""
 
-from ledger.demo.report import Reconciliation, print_report, reconcile
-from ledger.demo.runner import DemoResult, DemoRunner
-from ledger.demo.traffic import TrafficGenerator, popular_chat_models
+from ops.demo.report import Reconciliation, print_report, reconcile
+from ops.demo.runner import DemoResult, DemoRunner
+from ops.demo.traffic import TrafficGenerator, popular_chat_models
 
 __all__ = [
     "DemoResult",

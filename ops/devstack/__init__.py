@@ -1,7 +1,7 @@
 """The embedded dev stack: PostgreSQL and a Kafka-compatible broker started from wheels."""
 
-from ledger.devstack.broker import EmbeddedBroker
-from ledger.devstack.postgres import EmbeddedPostgres
-from ledger.devstack.stack import DevStack, ServiceState, StackState
+from ops.devstack.broker import EmbeddedBroker
+from ops.devstack.postgres import EmbeddedPostgres
+from ops.devstack.stack import DevStack, ServiceState, StackState
 
 __all__ = ["DevStack", "EmbeddedBroker", "EmbeddedPostgres", "ServiceState", "StackState"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import cache
 
-from ledger.devstack import DevStack
 from ledger.settings import Settings, load_settings
+from ops.devstack import DevStack
 
 
 @cache

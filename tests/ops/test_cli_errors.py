@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.devstack.ports import free_port
 from ledger.settings import Settings
+from ops.devstack.ports import free_port
 
 HANG_GUARD_S = 30
 KEY_ID = "00000000-0000-4000-8000-000000000000"
@@ -31,7 +31,7 @@ KAFKA_COMMANDS = [("topics", "ensure"), ("status",), ("rebuild", "keys")]
 
 
 def _ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ledger", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops", *args], env=env, capture_output=True,
                           text=True, timeout=HANG_GUARD_S, check=False, stdin=subprocess.DEVNULL)
 
 
@@ -111,7 +111,7 @@ def test_project_keeps_retrying_an_unreachable_database(tmp_path: Path,
     """A guard for the boundary: `ledger project` waits for PostgreSQL instead of exiting."""
     env = _env(tmp_path, DATABASE_URL=f"postgresql://postgres@{unreachable}/x",
                KAFKA_BOOTSTRAP_SERVERS=unreachable)
-    worker = subprocess.Popen([sys.executable, "-m", "ledger", "project", "-p", "keys"],
+    worker = subprocess.Popen([sys.executable, "-m", "ops", "project", "-p", "keys"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               stdin=subprocess.DEVNULL, text=True)
     try:

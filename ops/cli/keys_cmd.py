@@ -17,11 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger.cli import context
 from ledger.db import connect
 from ledger.events import ApiKeyCreated, EventBase
 from ledger.keys import generate_key, hash_key
 from ledger.producer import LedgerProducer
+from ops.cli import context
 from readmodels import ApiKey, ReadModels
 from readmodels.reports import GroupBy, UnknownKeyUsage, spend_report, unknown_key_usage
 

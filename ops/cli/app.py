@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ledger.cli import (
+from ops.cli import (
     catalog_cmd,
     demo_cmd,
     dev,

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger.cli import context
 from ledger.db import connect
+from ops.cli import context
 from projections import PROJECTION_NAMES, ProjectorWorker, lognoise, make_projection
 from projections.deadletters import DeadLetter, list_dead_letters
 from projections.replay import replay_dead_letters

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from ledger.cli.app import app
-from ledger.cli.errors import explain
+from ops.cli.app import app
+from ops.cli.errors import explain
 
 __all__ = ["app", "main"]
 
@@ -13,7 +13,7 @@ __all__ = ["app", "main"]
 def main() -> None:
     """Entry point: a failure the operator can fix ends the command with one line, exit 1.
 
-    ``ledger.cli.errors.explain`` decides which failures those are; a bug keeps its traceback.
+    ``ops.cli.errors.explain`` decides which failures those are; a bug keeps its traceback.
     """
     try:
         app()

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from ledger.exceptions import MigrationError
-from ledger.migrate import Migrator, default_migrations_dir, load_migrations
+from ops.migrate import Migrator, default_migrations_dir, load_migrations
 
 EXPECTED_TABLES = {
     "providers", "models", "model_aliases", "model_price_history", "api_keys", "key_metadata",

@@ -7,7 +7,7 @@ import asyncio
 import typer
 from rich.console import Console
 
-from ledger.cli import context
+from ops.cli import context
 
 
 def register(root: typer.Typer) -> None:
@@ -24,7 +24,7 @@ def demo(
     Ends with a reconciliation of what was emitted against usage_records and
     monthly_usage_summaries; exits 1 when they differ. Ctrl-C stops it cleanly.
     """
-    from ledger.demo import DemoRunner, print_report
+    from ops.demo import DemoRunner, print_report
 
     console = Console()
     runner = DemoRunner(context.settings(), events=events, keys=keys, seed=seed,

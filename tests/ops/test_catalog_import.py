@@ -20,13 +20,6 @@ from typing import Any
 import pytest
 
 from ledger.catalog import load_price_map, load_snapshot, snapshot_path
-from ledger.catalog.importer import (
-    CatalogImportError,
-    CatalogState,
-    plan_import,
-    read_source,
-    wire_raw,
-)
 from ledger.events import (
     ModelAliasSet,
     ModelRetired,
@@ -35,6 +28,13 @@ from ledger.events import (
     dump_event,
 )
 from ledger.settings import Settings
+from ops.catalog_import import (
+    CatalogImportError,
+    CatalogState,
+    plan_import,
+    read_source,
+    wire_raw,
+)
 from tests.projections.helpers import running_worker
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -177,7 +177,7 @@ def _env(settings: Settings | None) -> dict[str, str]:
 
 async def _ledger(env: dict[str, str], *args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ledger", *args, env=env,
+        sys.executable, "-m", "ops", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(process.communicate(), 90)
     assert process.returncode is not None

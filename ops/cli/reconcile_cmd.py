@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger.cli import context
 from ledger.db import connect
+from ops.cli import context
 from projections.exceptions import ReconcileError
 from projections.reconcile import Difference, Scope, compare, describe, repair
 

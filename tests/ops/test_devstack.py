@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from ledger.devstack.ports import free_port
+from ops.devstack.ports import free_port
 from tests.servers import Servers
 
 
 def _ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ledger", *args], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "ops", *args], env=env, capture_output=True, text=True,
         timeout=120, check=False, stdin=subprocess.DEVNULL,
     )
 

@@ -10,17 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ledger.devstack.ports import free_port
 from ledger.events import ApiKeyCreated, ApiKeyRevoked, Topics, parse_event
 from ledger.keys import hash_key
 from ledger.producer import LedgerProducer
 from ledger.settings import Settings
+from ops.devstack.ports import free_port
 from tests.ledger.producer_helpers import consume, create_topics, unique_topics
 from tests.projections.helpers import fetchval, running_worker, wait_for_rows, wait_until
 
 
 def _ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ledger", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops", *args], env=env, capture_output=True,
                           text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
 
 
@@ -63,7 +63,7 @@ async def test_create_show_list_revoke(settings: Settings) -> None:
 
 async def test_demo_stops_cleanly_on_ctrl_c(settings: Settings, tmp_path: Path) -> None:
     env = {**os.environ, **settings.environment(), "LEDGER_HOME": str(tmp_path)}
-    demo = subprocess.Popen([sys.executable, "-m", "ledger", "demo", "--events", "2000000"],
+    demo = subprocess.Popen([sys.executable, "-m", "ops", "demo", "--events", "2000000"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, text=True)
     assert demo.stdout is not None

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ledger.devstack.broker import EmbeddedBroker
-from ledger.devstack.ports import port_answers
-from ledger.devstack.postgres import EmbeddedPostgres
 from ledger.settings import Settings
+from ops.devstack.broker import EmbeddedBroker
+from ops.devstack.ports import port_answers
+from ops.devstack.postgres import EmbeddedPostgres
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ def _env(settings: Settings, home: Path) -> dict[str, str]:
 def _ledger(
     env: dict[str, str], *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ledger", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
 
 

@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger.cli import context
 from ledger.db import connect, one_line
 from ledger.exceptions import LedgerError, MigrationError
-from ledger.migrate import Migrator
 from ledger.topics import describe_topics, ensure_topics, topic_differences, topic_specs
+from ops.cli import context
+from ops.migrate import Migrator
 
 app = typer.Typer(
     help="The embedded dev stack (PostgreSQL 18 + Tansu broker).", no_args_is_help=True

@@ -13,8 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from ledger.devstack.ports import port_is_free, wait_for_port
 from ledger.exceptions import DevStackError
+from ops.devstack.ports import port_is_free, wait_for_port
 
 
 def broker_binary() -> str:

@@ -10,7 +10,7 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from ledger.demo.runner import DemoResult
+from ops.demo.runner import DemoResult
 from readmodels import ReadModels
 from readmodels.reports import spend_report
 

@@ -21,15 +21,15 @@ from ledger.catalog import (
     load_snapshot,
     resolve_model_name,
 )
-from ledger.catalog.importer import CatalogImporter, ImportSummary, read_source
-from ledger.catalog.lookup import ModelMatch, ResolvedModel, aliases_of, catalog_is_empty
-from ledger.catalog.lookup import resolve as resolve_in_db
-from ledger.catalog.lookup import search as search_in_db
-from ledger.cli import context
 from ledger.db import DatabaseConnectError, connect
 from ledger.exceptions import LedgerError
 from ledger.fields import DATA_RESIDENCIES, SERVICE_TIERS, DataResidency, ServiceTier
 from ledger.pricing import CostBreakdown, Usage, price
+from ops.catalog_import import CatalogImporter, ImportSummary, read_source
+from ops.cli import context
+from readmodels.catalog_lookup import ModelMatch, ResolvedModel, aliases_of, catalog_is_empty
+from readmodels.catalog_lookup import resolve as resolve_in_db
+from readmodels.catalog_lookup import search as search_in_db
 
 console = Console()
 err_console = Console(stderr=True)

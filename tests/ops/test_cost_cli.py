@@ -16,7 +16,7 @@ async def _cost(*args: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/none"  # unreachable: snapshot
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ledger", "cost", *args, env=env,
+        sys.executable, "-m", "ops", "cost", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), 90)
     assert process.returncode is not None
