@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ledger.db import connect, one_line
-from ledger.exceptions import LedgerError, MigrationError
+from ledger.exceptions import LedgerError
 from ledger.topics import describe_topics, ensure_topics, topic_differences, topic_specs
 from ops.cli import context
+from ops.exceptions import MigrationError
 from ops.migrate import Migrator
 
 app = typer.Typer(
