@@ -24,11 +24,13 @@ class DevStackError(OpsError):
 
 
 class CatalogImportError(OpsError):
-    """The price map could not be read, or the import could not be delivered or awaited."""
+    """The price map could not be read or parsed, the import lacks a database or a broker, its
+    events were not delivered, or the projection did not apply them within the wait."""
 
 
 class CatalogLookupError(OpsError):
-    """A model name that resolves to nothing, or a catalog that cannot be read."""
+    """A model name that resolves to nothing in the catalog consulted: the database's, or the
+    packaged snapshot's when no database answers (``ledger models show``, ``ledger cost``)."""
 
 
 class CostOptionError(OpsError):
