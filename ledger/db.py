@@ -18,19 +18,14 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from ledger.exceptions import LedgerError
+# Defined with the package's other errors; re-exported: callers import it from here too.
+from ledger.exceptions import DatabaseConnectError as DatabaseConnectError
 
 if TYPE_CHECKING:
     from ledger.settings import Settings
 
 URL_EXAMPLE = "postgresql://user:password@host:5432/database"
 _SCHEMES = ("postgresql", "postgres")
-
-
-class DatabaseConnectError(LedgerError):
-    """PostgreSQL could not be connected to: unreachable, refusing, or misconfigured."""
-
-    retriable = True
 
 
 def redact_url(url: str) -> str:

@@ -1,4 +1,8 @@
-"""Error classes of the ledger, one flat module so callers can catch by family.
+"""Error classes of the ``ledger`` package, one flat module so callers can catch by family.
+
+:class:`LedgerError` is the root of every error the four packages raise: each package has
+one exceptions module whose classes derive from it (``projections.exceptions``,
+``readmodels.exceptions``, ``ops.exceptions``), so ``except LedgerError`` catches them all.
 
 Every class carries a ``retriable`` class attribute (aiokafka style): ``True`` means the
 same operation may succeed when repeated later, ``False`` means repeating it is pointless
@@ -7,9 +11,16 @@ same operation may succeed when repeated later, ``False`` means repeating it is 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from aiokafka.errors import KafkaError
+
+if TYPE_CHECKING:
+    from ledger.pricing import CostBreakdown
+
 
 class LedgerError(Exception):
-    """Base class of every error raised by the ledger library."""
+    """Base class of every error raised by ledger, projections, readmodels and ops."""
 
     retriable: bool = False
 
@@ -71,6 +82,17 @@ class RecordRejectedError(ProducerError):
     retriable = False
 
 
+class LogRewoundError(ProducerError, KafkaError):  # type: ignore[misc]
+    """A broker acknowledged a batch at an offset below one it acknowledged before: its log
+    went backwards (restarted empty, topic recreated), so the batch is not trusted.
+
+    Retriable: the producer spools the batch and re-sends it once the topic exists. It is
+    also a ``KafkaError`` because it stands in the place of the broker's answer.
+    """
+
+    retriable = True
+
+
 class SpoolError(ProducerError):
     """The local durable spool could not be opened, written or read."""
 
@@ -87,13 +109,26 @@ class SettingsError(LedgerError):
     """A setting (environment variable) has a value the ledger cannot use."""
 
 
-class MigrationError(LedgerError):
-    """A migration could not be applied, or an applied migration file was changed."""
-
-
-class DevStackError(LedgerError):
-    """The embedded dev stack could not start or stop (port taken, binary missing...)."""
-
-
 class TopicError(LedgerError):
     """The broker refused to create a topic (e.g. more replicas than brokers)."""
+
+
+class DatabaseConnectError(LedgerError):
+    """PostgreSQL could not be connected to: unreachable, refusing, or misconfigured."""
+
+    retriable = True
+
+
+class UnpricedUsageError(LedgerError, ValueError):
+    """The usage has units (tokens, images, seconds...) the model's prices do not cover.
+
+    Not retriable: the same catalog gives the same answer. ``breakdown`` holds everything
+    that *could* be priced, so a caller may still record a partial cost knowingly.
+    """
+
+    def __init__(self, breakdown: CostBreakdown) -> None:
+        super().__init__(
+            f"model {breakdown.model!r} has no price for: {', '.join(breakdown.unpriced)}"
+        )
+        self.breakdown = breakdown
+        self.unpriced = breakdown.unpriced

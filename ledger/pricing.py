@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
 
 from ledger.catalog.record import ModelRecord
-from ledger.exceptions import LedgerError
+from ledger.exceptions import UnpricedUsageError
 from ledger.fields import DataResidency, ServiceTier
 from ledger.pricing_batch import batch_rates
 from ledger.pricing_rates import TIER_SUFFIXES, Rate, Rates, get, resolve_rates
@@ -45,21 +45,6 @@ _TIERLESS_PROVIDERS = frozenset({
     "deepseek", "tencent", "perplexity", "xai", "fireworks_ai", "lemonade", "dashscope",
     "qwencloud", "qwen_ai_platform",
 })  # fmt: skip
-
-
-class UnpricedUsageError(LedgerError, ValueError):
-    """The usage has units (tokens, images, seconds...) the model's prices do not cover.
-
-    Not retriable: the same catalog gives the same answer. ``breakdown`` holds everything
-    that *could* be priced, so a caller may still record a partial cost knowingly.
-    """
-
-    def __init__(self, breakdown: CostBreakdown) -> None:
-        super().__init__(
-            f"model {breakdown.model!r} has no price for: {', '.join(breakdown.unpriced)}"
-        )
-        self.breakdown = breakdown
-        self.unpriced = breakdown.unpriced
 
 
 class Usage(BaseModel):

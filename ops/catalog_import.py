@@ -65,6 +65,7 @@ from ledger.exceptions import LedgerError
 from ledger.fields import EARLIEST
 from ledger.producer import Delivery, LedgerProducer
 from ledger.settings import Settings
+from ops.exceptions import CatalogImportError
 
 __all__ = [
     "CatalogImportError",
@@ -80,10 +81,6 @@ __all__ = [
 
 IMPORT_SOURCE = "ledger-catalog-import"
 CATALOG_PROJECTION = "catalog"
-
-
-class CatalogImportError(LedgerError):
-    """The price map could not be read, or the import could not be delivered or awaited."""
 
 
 # -- reading the price map --------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import asyncpg
 
-from ledger.exceptions import MigrationError
+from ops.exceptions import MigrationError
 
 # Any constant works; it only has to be the same for every runner of this schema.
 _ADVISORY_LOCK_KEY = 7_261_845_001

@@ -1,4 +1,9 @@
-"""Every error the ``projections`` package raises, rooted in :class:`ProjectionError`."""
+"""Every error the ``projections`` package raises, rooted in :class:`ProjectionError`.
+
+``ProjectionError`` derives from :class:`ledger.LedgerError`, the root of the four
+packages' errors; ``retriable`` keeps its meaning (``True``: the same batch may succeed
+when tried again).
+"""
 
 from __future__ import annotations
 
@@ -33,3 +38,14 @@ class RebuildError(ProjectionError):
 
 class ReconcileError(ProjectionError):
     """Reconciling or repairing the usage summaries could not complete; nothing was changed."""
+
+
+class HandlerError(ProjectionError):
+    """The event is valid but cannot be applied to the current state (e.g. unknown key).
+
+    A sequential projection turns it into a dead letter for that event alone.
+    """
+
+
+class RepricingError(ProjectionError):
+    """Re-pricing could not write what it read; the catalog batch rolls back."""

@@ -46,6 +46,7 @@ from ledger.catalog.naming import fold, resolve_in_db, split
 from ledger.events import UsageRecorded
 from ledger.invalidation import Invalidation
 from projections.base import lock_key
+from projections.exceptions import RepricingError
 from projections.pricer import CatalogPricer
 
 log = logging.getLogger("ledger.projector")
@@ -110,10 +111,6 @@ WITH changed AS (
 SELECT (SELECT count(*) FROM updated) AS updated, (SELECT count(*) FROM deltas) AS groups,
        (SELECT count(*) FROM summed) AS summed, (SELECT count(*) FROM logged) AS logged
 """
-
-
-class RepricingError(Exception):
-    """Re-pricing could not write what it read; the catalog batch rolls back."""
 
 
 @dataclass

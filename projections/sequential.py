@@ -13,6 +13,7 @@ import asyncpg
 from ledger.events import EventBase
 from ledger.invalidation import Invalidation, merge
 from projections.base import ApplyResult, Envelope, Failure, Projection
+from projections.exceptions import HandlerError as HandlerError  # re-exported: keys, catalog
 from projections.outage import is_outage
 
 
@@ -35,7 +36,3 @@ class SequentialProjection(Projection):
 
     @abstractmethod
     async def apply_one(self, conn: asyncpg.Connection, event: EventBase) -> Invalidation: ...
-
-
-class HandlerError(Exception):
-    """The event is valid but cannot be applied to the current state (e.g. unknown key)."""

@@ -1,7 +1,9 @@
 """Errors of the read models, all rooted in :class:`ReadModelError` so callers catch one family.
 
-Like the ledger's errors, every class carries ``retriable``: ``True`` means the same call may
-succeed later (the database was unreachable), ``False`` means repeating it is pointless.
+``ReadModelError`` derives from :class:`ledger.LedgerError`, the root of the four packages'
+errors. Like the ledger's errors, every class carries ``retriable``: ``True`` means the same
+call may succeed later (the database was unreachable), ``False`` means repeating it is
+pointless.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from contextlib import contextmanager
 
 import asyncpg
 
+from ledger.exceptions import LedgerError
 
-class ReadModelError(Exception):
+
+class ReadModelError(LedgerError):
     """Base class of every error raised by the read models."""
 
     retriable: bool = False
@@ -38,6 +42,12 @@ class QueryError(ReadModelError):
 
 class InvalidArgumentError(ReadModelError, ValueError):
     """A caller passed an argument no query can answer (a limit of 0, an inverted range)."""
+
+
+class ConnectionExpiredError(ReadModelError):
+    """Raised by the pool's reset hook so that asyncpg closes a connection older than
+    ``DB_CONN_MAX_LIFETIME`` instead of pooling it again; the release that triggers it
+    suppresses it, so it never reaches a caller."""
 
 
 # Driver errors that mean "the connection, not the query, failed": worth retrying later.

@@ -135,7 +135,11 @@ class ModelReader:
         self.queries = 0
 
     async def get_by_name(self, name_or_alias: str) -> Model | None:
-        """The model a name, alias or provider-prefixed name resolves to, or None."""
+        """The model ``name_or_alias`` resolves to by ``ledger.catalog.naming``'s rule, or None.
+
+        A name, an alias, ``provider/name`` or ``provider/alias``, then the same ignoring ASCII
+        case; the naming module's docstring has the whole rule.
+        """
         found = self._cache.lookup(name_or_alias)
         if found is not MISSING:
             return found

@@ -23,6 +23,7 @@ from ledger.invalidation import Invalidation
 from ledger.settings import Settings, load_settings
 from readmodels.cache import Cache, CacheStats
 from readmodels.exceptions import (
+    ConnectionExpiredError,
     InvalidArgumentError,
     ReadModelError,
     ReadModelsClosedError,
@@ -40,10 +41,6 @@ _HEALTH_TIMEOUT: Final = 5.0
 _HEALTH = """SELECT (SELECT count(*) FROM (SELECT 1 FROM api_keys LIMIT 1) k)
                   + (SELECT count(*) FROM (SELECT 1 FROM models LIMIT 1) m)
                   + (SELECT count(*) FROM (SELECT 1 FROM monthly_usage_summaries LIMIT 1) s)"""
-
-
-class _Recycle(Exception):
-    """Raised by the pool's reset hook to make asyncpg terminate an over-age connection."""
 
 
 class Database:
@@ -91,7 +88,7 @@ class Database:
             if lifetime > 0 and started is not None and time.monotonic() - started > lifetime:
                 if holder:
                     holder[0].recycled += 1
-                raise _Recycle
+                raise ConnectionExpiredError
 
         with translate_errors("open connection pool"):
             pool = await asyncpg.create_pool(
@@ -121,7 +118,7 @@ class Database:
                 # a cancelled query, then drops the connection). Passed as asyncpg's budget,
                 # not enforced by cancelling: a cancelled release leaves asyncpg's inner task
                 # behind, and asyncio logs its failure as "never retrieved".
-                with contextlib.suppress(_Recycle):  # the reset hook's signal
+                with contextlib.suppress(ConnectionExpiredError):  # the reset hook's signal
                     await self.pool.release(conn, timeout=max(deadline - loop.time(), 0.001))
 
     async def run(self, what: str, call: Callable[[Any], Awaitable[Any]]) -> Any:

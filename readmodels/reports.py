@@ -1,4 +1,4 @@
-"""ReportReader: spend by key, model or provider for a month, from the monthly summaries.
+"""Spend by key, model or provider for a month (``spend_report``), from the monthly summaries.
 
 Reports read ``monthly_usage_summaries`` only (one row per key, model and month), never the
 raw usage records, so a month of hundreds of millions of requests reports in milliseconds:

@@ -108,11 +108,16 @@ def resolve_model_name(
     price_map: Mapping[str, Mapping[str, Any]],
     aliases: Mapping[str, str] | None = None,
 ) -> str | None:
-    """The canonical entry name for a model name, alias or provider-prefixed name.
+    """The name of the price-map entry ``name`` resolves to, or None when it resolves to none.
 
     The rule is ``ledger.catalog.naming``'s, the one the database callers use, applied to the
-    price map's entries. ``aliases`` is the alias table (default: the map's ``alias_of``
-    entries, ``aliases_from_price_map``); pass it to reuse one or to add operators' aliases.
+    price map's entries: the exact name, an alias, ``provider/name`` or ``provider/alias``
+    (the provider being an entry's ``litellm_provider``), then the same ignoring ASCII case;
+    last, an ``alias_of`` entry no alias was made of (dangling or cyclic) is itself. Which
+    rule matched is not returned. ``aliases`` is the alias table (default: the map's
+    ``alias_of`` entries followed to a model, :func:`aliases_from_price_map`); pass it to
+    reuse one or to add operators' aliases. ``ledger cost`` uses this when no database
+    answers.
     """
     table = aliases if aliases is not None else aliases_from_price_map(price_map)
     found = resolve(name, NameIndex.from_price_map(price_map, table))

@@ -1,10 +1,13 @@
 """The one rule that turns a model name as asked into a catalog model, and the one search.
 
-Every caller resolves names here: the projector's pricer, the read models' hot path, the CLI
-(``ledger models show``, ``ledger cost``) and the price-map side of the importer
-(``resolve_model_name``). The rule is plain Python over the few catalog rows a name can
-reach; the database callers fetch exactly those rows with :func:`candidates_sql` (one round
-trip for any number of names), the price map supplies them from memory.
+Every caller resolves names here: the projector's pricer and re-pricing, the read models' hot
+path (``get_by_name``, ``authorize``), the CLI's database lookups (``ledger models show``,
+``ledger cost``) and, when no database answers, ``ledger cost`` over the packaged price map
+(``ledger.catalog.berriai.resolve_model_name``). The catalog importer resolves nothing: it
+only copies the price map's ``alias_of`` entries into ``model_aliases``. The rule is plain
+Python over the few catalog rows a name can reach; the database callers fetch exactly those
+rows with :func:`candidates_sql` (one round trip for any number of names), the price map
+supplies them from memory.
 
 First match wins, and a name resolves as:
 
@@ -12,17 +15,21 @@ First match wins, and a name resolves as:
    ``alias_of`` entry of the price map);
 2. ``alias``: an alias (``model_aliases``: the price map's ``alias_of`` entries, or set by
    an operator) whose model exists;
-3. ``provider prefix``: ``provider/rest`` where ``rest`` is a model of that provider
-   (``openai/gpt-4o``); the split is at the first slash;
-4. ``provider prefix and alias``: ``provider/rest`` where ``rest`` is an alias whose model
-   belongs to that provider;
+3. ``provider prefix``: ``provider/rest`` where ``rest`` is a model whose provider (the
+   ``provider`` column, the price map's ``litellm_provider``) is ``provider``
+   (``openai/gpt-4o``); the split is at the first slash, so ``rest`` may hold more slashes;
+4. ``provider prefix and alias``: ``provider/rest`` where ``rest`` is an alias whose model's
+   provider is ``provider``;
 5. to 8. the same four, ignoring case: ASCII letters compare without their case (``A`` =
    ``a``; other characters as they are). When several names differ only in case, the first
    in code-point order wins;
-9. ``name (dangling alias)``: the exact name of an ``alias_of`` entry whose alias resolves to
-   nothing, so that it can still be shown (it has no prices).
+9. ``name (dangling alias)``: the exact name of an ``alias_of`` entry that no rule above
+   reached (no alias was made of it: its target is missing, or a cycle), resolved to itself so
+   that it can still be shown (it has no prices).
 
-Nothing else resolves: an unknown name, or a prefix naming another provider, is None.
+Nothing else resolves: an unknown name, a prefix naming another provider, a prefix before a
+model that has no provider, or a name with surrounding spaces (nothing is trimmed) is None.
+Which rule matched is the ``how`` of the :class:`Resolution`.
 """
 
 from __future__ import annotations

@@ -35,13 +35,13 @@ import asyncio
 import logging
 from collections import deque
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from ledger.events import EventBase, Topics
-from ledger.exceptions import ProducerClosedError, ProducerError
+from ledger.exceptions import ProducerClosedError, ProducerError, SettingsError
 from ledger.producer.builders import EventBuilder
 from ledger.producer.metrics import StallWatch, spool_collector
 from ledger.producer.sending import (
@@ -55,6 +55,9 @@ from ledger.producer.sending import (
 )
 from ledger.producer.spool import Spool, SpoolRecord
 from ledger.producer.spooling import SpoolingMixin
+
+if TYPE_CHECKING:
+    from ledger.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -138,26 +141,24 @@ class LedgerProducer(SpoolingMixin):
         self._stall = StallWatch(str(self.spool_dir), stall_warning_interval_s, log)
 
     @classmethod
-    def from_settings(cls, settings: object, **overrides: Any) -> LedgerProducer:
-        """Build from ledger.settings.Settings (read by attribute name, so any object works)."""
-        bootstrap = getattr(settings, "kafka_bootstrap_servers", None)
-        if not bootstrap:
-            raise ValueError("settings.kafka_bootstrap_servers is not set")
-        defaults = Topics()
-        topics = Topics(
-            usage=getattr(settings, "topic_usage", defaults.usage),
-            keys=getattr(settings, "topic_keys", defaults.keys),
-            catalog=getattr(settings, "topic_catalog", defaults.catalog),
-        )
-        spool_dir = getattr(settings, "resolved_spool_dir", None) or getattr(
-            settings, "spool_dir", None
-        )
-        options: dict[str, Any] = {"topics": topics, "spool_dir": spool_dir}
-        compression = getattr(settings, "kafka_compression", None)
-        if compression is not None:
-            options["compression_type"] = compression
+    def from_settings(cls, settings: Settings, **overrides: Any) -> LedgerProducer:
+        """Build from :class:`ledger.settings.Settings`; ``overrides`` win over what it says.
+
+        Takes ``KAFKA_BOOTSTRAP_SERVERS``, the three topic names, ``KAFKA_COMPRESSION`` and
+        the spool directory (``SPOOL_DIR``, else ``LEDGER_HOME/spool``); pass
+        ``spool_dir=None`` to run without a spool. Raises :class:`SettingsError` when
+        ``KAFKA_BOOTSTRAP_SERVERS`` is not set.
+        """
+        if not settings.kafka_bootstrap_servers:
+            raise SettingsError("KAFKA_BOOTSTRAP_SERVERS is not set: the producer needs a broker")
+        options: dict[str, Any] = {
+            "topics": Topics(usage=settings.topic_usage, keys=settings.topic_keys,
+                             catalog=settings.topic_catalog),
+            "spool_dir": settings.resolved_spool_dir,
+            "compression_type": settings.kafka_compression,
+        }
         options.update(overrides)
-        return cls(str(bootstrap), **options)
+        return cls(settings.kafka_bootstrap_servers, **options)
 
     # -- lifecycle -------------------------------------------------------------------
 

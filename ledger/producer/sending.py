@@ -14,7 +14,6 @@ from typing import Any, Literal, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
-    KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
@@ -30,6 +29,7 @@ from ledger.events import (
     Topics,
     dump_event,
 )
+from ledger.exceptions import LogRewoundError
 from ledger.producer.spool import SpoolRecord
 
 
@@ -178,12 +178,6 @@ class PartitionMap:
             self._by_key.clear()
         self._by_key[cache_key] = chosen
         return chosen
-
-
-class LogRewoundError(KafkaError):  # type: ignore[misc]
-    """An acknowledgement from a log that went backwards; retriable: the batch is spooled."""
-
-    retriable = True
 
 
 class RecordSender:

@@ -10,9 +10,12 @@ from ops.cli import (
     dev,
     errors,
     keys_cmd,
+    migrate_cmd,
     project,
     reconcile_cmd,
     schema_cmd,
+    topics_cmd,
+    usage_cmd,
 )
 
 app = typer.Typer(
@@ -24,10 +27,12 @@ app = typer.Typer(
 )
 app.callback()(errors.before_command)
 app.add_typer(dev.app, name="dev")
-dev.register(app)
+migrate_cmd.register(app)
+topics_cmd.register(app)
 schema_cmd.register(app)
 project.register(app)
 catalog_cmd.register(app)
 keys_cmd.register(app)
+usage_cmd.register(app)
 demo_cmd.register(app)
 reconcile_cmd.register(app)

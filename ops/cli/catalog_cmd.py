@@ -22,11 +22,11 @@ from ledger.catalog import (
     resolve_model_name,
 )
 from ledger.db import DatabaseConnectError, connect
-from ledger.exceptions import LedgerError
 from ledger.fields import DATA_RESIDENCIES, SERVICE_TIERS, DataResidency, ServiceTier
 from ledger.pricing import CostBreakdown, Usage, price
 from ops.catalog_import import CatalogImporter, ImportSummary, read_source
 from ops.cli import context
+from ops.exceptions import CatalogLookupError, CostOptionError
 from readmodels.catalog_lookup import ModelMatch, ResolvedModel, aliases_of, catalog_is_empty
 from readmodels.catalog_lookup import resolve as resolve_in_db
 from readmodels.catalog_lookup import search as search_in_db
@@ -38,14 +38,6 @@ catalog_app = typer.Typer(help="The model catalog: BerriAI's price map as events
 models_app = typer.Typer(help="Look models up in the projected catalog.", no_args_is_help=True)
 
 EXIT_UNPRICED = 2
-
-
-class CatalogLookupError(LedgerError):
-    """A model name that resolves to nothing, or a catalog that cannot be read."""
-
-
-class CostOptionError(LedgerError):
-    """An option of ``ledger cost`` that is not one of the values it takes."""
 
 
 def register(root: typer.Typer) -> None:

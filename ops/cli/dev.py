@@ -1,4 +1,4 @@
-"""``ledger dev up|down|status|env``, ``ledger migrate`` and ``ledger topics ensure``."""
+"""``ledger dev up|down|status|env``: the embedded PostgreSQL and broker for development."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger.db import connect, one_line
-from ledger.exceptions import LedgerError, MigrationError
+from ledger.db import connect
+from ledger.exceptions import LedgerError
 from ledger.topics import describe_topics, ensure_topics, topic_differences, topic_specs
 from ops.cli import context
 from ops.migrate import Migrator
@@ -18,13 +18,7 @@ from ops.migrate import Migrator
 app = typer.Typer(
     help="The embedded dev stack (PostgreSQL 18 + Tansu broker).", no_args_is_help=True
 )
-topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 console = Console()
-
-
-def register(root: typer.Typer) -> None:
-    root.command("migrate")(migrate)
-    root.add_typer(topics_app, name="topics")
 
 
 @app.command()
@@ -113,51 +107,3 @@ async def _status() -> None:
     console.print(migration_table)
     for note in state.notes:
         console.print(note)
-
-
-def migrate() -> None:
-    """Apply pending migrations (safe to run concurrently and repeatedly)."""
-    applied = asyncio.run(_migrate())
-    if applied:
-        for name in applied:
-            console.print(f"applied {name}")
-    else:
-        console.print("schema is up to date")
-
-
-async def _migrate() -> list[str]:
-    settings = context.settings()
-    # Its own statement timeout: a migration may rewrite a large table, and a second runner
-    # waits for the first on the advisory lock.
-    limit = settings.db_migrate_statement_timeout
-    conn = await connect(context.database_url(), settings, statement_timeout=limit)
-    try:
-        return [f"{m.version:04d}_{m.name}" for m in await Migrator(conn).migrate()]
-    except (MigrationError, asyncpg.QueryCanceledError) as exc:
-        if "statement timeout" not in str(exc):
-            raise
-        raise MigrationError(f"{one_line(exc)} (DB_MIGRATE_STATEMENT_TIMEOUT is "
-                             f"{limit.total_seconds():g}s; raise it, or 0 for none)") from exc
-    finally:
-        await conn.close()
-
-
-@topics_app.command("ensure")
-def topics_ensure() -> None:
-    """Create the usage, keys and catalog topics if they do not exist; check existing ones.
-
-    Exit status 2 when an existing topic differs from the settings (one line each on
-    stderr): a shorter retention would make a rebuild lose history, so a deployment that
-    runs this before the projectors stops there.
-    """
-    specs = topic_specs(context.settings())
-    bootstrap = context.kafka_bootstrap_servers()
-    created = asyncio.run(ensure_topics(bootstrap, specs))
-    differences = asyncio.run(topic_differences(bootstrap, specs))
-    for spec in specs:
-        mark = "created" if spec.name in created else "exists"
-        console.print(f"{spec.name}: {spec.partitions} partitions ({mark})")
-    for difference in differences:
-        typer.echo(f"differs: {difference}", err=True)
-    if differences:
-        raise typer.Exit(2)

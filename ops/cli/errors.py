@@ -1,9 +1,10 @@
 """The CLI's one error boundary: a failure an operator can act on is one line on stderr.
 
 ``explain`` maps the exceptions a wrong setting, an unreachable server or a bad argument
-produce (the ledger's and the read models' errors, asyncpg, aiokafka, pydantic, OSError) to
-one line naming what is wrong: the server with its URL (password hidden) and the setting it
-came from, the field, the file. Anything else is a bug and keeps its traceback.
+produce (any ``LedgerError``, the root of the four packages' errors; asyncpg, aiokafka,
+pydantic, OSError) to one line naming what is wrong: the server with its URL (password
+hidden) and the setting it came from, the field, the file. Anything else is a bug and keeps
+its traceback.
 
 Retries are not this module's business: ``ledger project`` waits for its servers inside the
 worker, so nothing reaches this boundary while it retries.
@@ -46,10 +47,10 @@ def explain(exc: BaseException) -> str | None:
         return _invalid(exc)
     if isinstance(exc, DatabaseConnectError):
         return f"{one_line(exc)} ({_origin('database_url', 'DATABASE_URL')})"
+    if isinstance(exc, ReadModelError):  # before LedgerError, its root: name the server
+        return f"{_postgres()}: {one_line(exc)}{_hint(exc.__cause__)}"
     if isinstance(exc, LedgerError):
         return one_line(exc)
-    if isinstance(exc, ReadModelError):
-        return f"{_postgres()}: {one_line(exc)}{_hint(exc.__cause__)}"
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return f"{_postgres()}: {one_line(exc)}{_hint(exc)}"
     if isinstance(exc, KafkaError):

@@ -1,4 +1,4 @@
-"""``ledger project``, ``ledger status`` and ``ledger dlq list|replay``."""
+"""``ledger project``, ``ledger status``, ``ledger dlq list|replay`` and ``ledger rebuild``."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from ledger.exceptions import DevStackError
 from ops.devstack.ports import port_is_free, wait_for_port
+from ops.exceptions import DevStackError
 
 
 def broker_binary() -> str:

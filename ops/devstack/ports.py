@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from ledger.exceptions import DevStackError
+from ops.exceptions import DevStackError
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

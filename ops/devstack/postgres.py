@@ -15,8 +15,8 @@ import subprocess
 import warnings
 from pathlib import Path
 
-from ledger.exceptions import DevStackError
 from ops.devstack.ports import port_is_free, wait_for_port
+from ops.exceptions import DevStackError
 
 _SYSTEM_USER = "embedded_postgres"
 _SUPERUSER = "postgres"

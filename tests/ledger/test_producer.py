@@ -7,7 +7,6 @@ import logging
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 from uuid import UUID, uuid4
 
 import pytest
@@ -208,7 +207,7 @@ async def test_lifecycle_errors(kafka_bootstrap: str, tmp_path: Path) -> None:
 async def test_emit_and_wait_and_from_settings(kafka_bootstrap: str, tmp_path: Path) -> None:
     topics = unique_topics()
     await create_topics(kafka_bootstrap, topics)
-    settings = SimpleNamespace(
+    settings = load_settings(
         kafka_bootstrap_servers=kafka_bootstrap,
         topic_usage=topics.usage,
         topic_keys=topics.keys,
@@ -218,10 +217,20 @@ async def test_emit_and_wait_and_from_settings(kafka_bootstrap: str, tmp_path: P
     producer = LedgerProducer.from_settings(settings)
     assert producer.topics == topics
     assert producer.spool_dir == tmp_path / "spool"
+    # Without SPOOL_DIR the spool is LEDGER_HOME/spool; an override wins over the settings.
+    home = load_settings(kafka_bootstrap_servers=kafka_bootstrap, ledger_home=tmp_path / "home")
+    assert LedgerProducer.from_settings(home).spool_dir == tmp_path / "home" / "spool"
+    assert LedgerProducer.from_settings(home, spool_dir=None).spool_dir is None
     async with producer:
         delivery = await producer.emit_and_wait(producer.events.revoke_key(api_key_id=uuid4()))
     assert delivery == Delivery("sent", topics.keys, delivery.partition, delivery.offset)
     assert delivery.offset is not None
+
+
+def test_from_settings_without_a_broker_names_the_setting() -> None:
+    settings = load_settings(kafka_bootstrap_servers=None)
+    with pytest.raises(SettingsError, match="KAFKA_BOOTSTRAP_SERVERS is not set"):
+        LedgerProducer.from_settings(settings)
 
 
 # -- nothing acknowledged is lost: broker errors spool, a stalled spool is visible ----------

@@ -18,7 +18,7 @@ from datetime import timedelta
 import asyncpg
 
 from ledger.settings import Settings
-from tests.ledger.test_cli_errors import _one_line
+from tests.ops.test_cli_errors import _one_line
 from tests.projections.helpers import running_worker, wait_until
 
 HANG_GUARD_S = 60

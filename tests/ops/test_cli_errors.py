@@ -10,12 +10,18 @@ import os
 import signal
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from ledger.settings import Settings
+from ledger.exceptions import UnpricedUsageError, UnsupportedSchemaVersionError
+from ledger.pricing import CostBreakdown
+from ledger.settings import Settings, load_settings
+from ops.cli import context
+from ops.cli.errors import explain
 from ops.devstack.ports import free_port
+from tests.test_exceptions import error_classes
 
 HANG_GUARD_S = 30
 KEY_ID = "00000000-0000-4000-8000-000000000000"
@@ -28,6 +34,28 @@ DATABASE_COMMANDS = [
 ]
 # Every command that talks to Kafka once PostgreSQL has answered (or without it).
 KAFKA_COMMANDS = [("topics", "ensure"), ("status",), ("rebuild", "keys")]
+
+
+def _instance(cls: type[BaseException]) -> BaseException:
+    """One instance of an error class, with a two-line message where it takes one."""
+    if cls is UnsupportedSchemaVersionError:
+        return cls("usage.recorded", 9, 3)
+    if cls is UnpricedUsageError:
+        return cls(CostBreakdown(model="m", lines=(), total=Decimal(0), unpriced=("images",)))
+    return cls("it failed\n  on two lines")
+
+
+def test_every_error_of_the_four_packages_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The boundary knows every LedgerError; a read-model error also names the server."""
+    url = "postgresql://ledger:s3cret@db.example:5432/ledger"
+    monkeypatch.setattr(context, "settings", lambda: load_settings(database_url=url))
+    monkeypatch.setattr(context, "database_url", lambda: url)
+    for cls in error_classes():
+        line = explain(_instance(cls))
+        assert line is not None and "\n" not in line, cls
+        assert "s3cret" not in line
+        if cls.__module__ == "readmodels.exceptions":
+            assert line.startswith("PostgreSQL at postgresql://ledger:***@db.example"), line
 
 
 def _ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger.exceptions import MigrationError
+from ops.exceptions import MigrationError
 from ops.migrate import Migrator, default_migrations_dir, load_migrations
 
 EXPECTED_TABLES = {

@@ -1,7 +1,7 @@
 """The model-name contract: every form of a name, against every caller of the one rule.
 
-Callers: the importer's price-map side (``resolve_model_name``, what ``ledger cost`` uses
-without a database), the CLI lookup (``readmodels.catalog_lookup``: ``models show``, ``cost``),
+Callers: the price-map side (``resolve_model_name``, what ``ledger cost`` uses without a
+database), the CLI lookup (``readmodels.catalog_lookup``: ``models show``, ``cost``),
 the read models' hot path (``get_by_name``) and the projector's pricer (``CatalogPricer``,
 which shows the model it found through the cost: every model here has its own price).
 The catalog is written the real way: the importer plans events from a price map and the
