@@ -143,12 +143,7 @@ class LedgerProducer(SpoolingMixin):
         bootstrap = getattr(settings, "kafka_bootstrap_servers", None)
         if not bootstrap:
             raise ValueError("settings.kafka_bootstrap_servers is not set")
-        defaults = Topics()
-        topics = Topics(
-            usage=getattr(settings, "topic_usage", defaults.usage),
-            keys=getattr(settings, "topic_keys", defaults.keys),
-            catalog=getattr(settings, "topic_catalog", defaults.catalog),
-        )
+        topics = Topics.from_settings(settings)
         spool_dir = getattr(settings, "resolved_spool_dir", None) or getattr(
             settings, "spool_dir", None
         )
