@@ -42,6 +42,7 @@ from ledger.fields import (
     ServiceTier,
     Uuid,
 )
+from ledger.settings import Settings
 
 ENVELOPE_FIELDS = frozenset({"event_id", "type", "schema_version", "occurred_at", "source"})
 
@@ -338,13 +339,26 @@ HEADERS_BY_CLASS: dict[type[EventBase], tuple[tuple[str, bytes], ...]] = {
 }
 
 
+def _default_topic(family: str) -> str:
+    """A family's default topic name, as ``Settings`` declares it (written only there)."""
+    default = Settings.model_fields[f"topic_{family}"].default
+    assert isinstance(default, str)
+    return default
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """Topic names by family; mirrors Settings.topic_usage/topic_keys/topic_catalog."""
+    """Topic names by family: ``Settings.topic_usage``/``topic_keys``/``topic_catalog``."""
 
-    usage: str = "ledger.usage"
-    keys: str = "ledger.keys"
-    catalog: str = "ledger.catalog"
+    usage: str = _default_topic("usage")
+    keys: str = _default_topic("keys")
+    catalog: str = _default_topic("catalog")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        """The one construction from settings (TOPIC_USAGE, TOPIC_KEYS, TOPIC_CATALOG)."""
+        return cls(usage=settings.topic_usage, keys=settings.topic_keys,
+                   catalog=settings.topic_catalog)
 
 
 def topic_for(event: EventBase, topics: Topics) -> str:

@@ -220,7 +220,7 @@ class UsageProjection(Projection):
         costs = await self._pricer.costs(conn, [event for _, event, _ in copies])
         for (envelope, event, digest), cost in zip(copies, costs, strict=True):
             if isinstance(cost, Exception):
-                failures.append(Failure(envelope, "handler_error", f"pricing failed: {cost}"))
+                failures.append(Failure.of(envelope, "handler_error", f"pricing failed: {cost}"))
                 continue
             envelopes.append(envelope)
             rows.append(_row(event, cost, digest))
@@ -249,7 +249,8 @@ class UsageProjection(Projection):
             except Exception as exc:
                 if is_outage(exc):
                     raise
-                failures.append(Failure(envelope, "handler_error", f"{type(exc).__name__}: {exc}"))
+                failures.append(Failure.of(envelope, "handler_error",
+                                           f"{type(exc).__name__}: {exc}"))
                 continue
             if conflicting:
                 failures.append(_conflict(envelope))
@@ -275,9 +276,9 @@ def fingerprint(event: UsageRecorded) -> bytes:
 
 
 def _conflict(envelope: Envelope) -> Failure:
-    return Failure(envelope, "conflicting_duplicate",
-                   f"event_id {envelope.event.event_id} was already projected with another "
-                   "payload; the first copy is kept")
+    return Failure.of(envelope, "conflicting_duplicate",
+                      f"event_id {envelope.event.event_id} was already projected with another "
+                      "payload; the first copy is kept")
 
 
 def _row(event: UsageRecorded, cost: tuple[Any, str], digest: bytes) -> tuple[Any, ...]:

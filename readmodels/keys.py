@@ -288,3 +288,12 @@ class KeyReader:
 
     def clear(self) -> None:
         self._cache.clear()
+
+
+async def count_projected(
+    conn: asyncpg.Connection, key_ids: list[UUID], *, revoked_only: bool = False
+) -> int:
+    """How many of ``key_ids`` the keys projection holds (only revoked ones, if asked)."""
+    return int(await conn.fetchval(
+        "SELECT count(*) FROM api_keys WHERE id = ANY($1::uuid[]) "
+        "AND (NOT $2 OR revoked_at IS NOT NULL)", key_ids, revoked_only))

@@ -152,8 +152,7 @@ class LedgerProducer(SpoolingMixin):
         if not settings.kafka_bootstrap_servers:
             raise SettingsError("KAFKA_BOOTSTRAP_SERVERS is not set: the producer needs a broker")
         options: dict[str, Any] = {
-            "topics": Topics(usage=settings.topic_usage, keys=settings.topic_keys,
-                             catalog=settings.topic_catalog),
+            "topics": Topics.from_settings(settings),
             "spool_dir": settings.resolved_spool_dir,
             "compression_type": settings.kafka_compression,
         }

@@ -33,6 +33,7 @@ from ledger.exceptions import (
 )
 from ledger.keys import generate_key, hash_key, is_key_hash
 from ledger.producer.builders import EventBuilder, create_key, update_key, usage
+from ledger.settings import Settings
 
 KEY_ID = UUID("3f1c2a8e-5b7d-4e09-9a41-6c2f0d8b7e15")
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
@@ -289,3 +290,11 @@ def test_key_hashing() -> None:
     assert isinstance(created, ApiKeyCreated)
     assert plaintext.encode() not in dump_event(created)
     assert created.key_hash == digest
+
+
+def test_topics_come_from_the_settings_and_default_as_they_do() -> None:
+    configured = Settings.model_construct(topic_usage="u", topic_keys="k", topic_catalog="c")
+    assert Topics.from_settings(configured) == Topics("u", "k", "c")
+    defaults = Settings.model_construct()
+    assert Topics.from_settings(defaults) == Topics() == Topics(
+        defaults.topic_usage, defaults.topic_keys, defaults.topic_catalog)

@@ -26,7 +26,7 @@ from projections import ProjectorWorker
 
 
 def topics_of(settings: Settings) -> Topics:
-    return Topics(settings.topic_usage, settings.topic_keys, settings.topic_catalog)
+    return Topics.from_settings(settings)
 
 
 async def send_raw(
