@@ -18,8 +18,9 @@ from datetime import timedelta
 import asyncpg
 
 from ledger.settings import Settings
-from tests.ledger.test_cli_errors import _one_line
-from tests.projections.helpers import running_worker, wait_until
+from tests.ops.test_cli_errors import _one_line
+from tests.polling import wait_until
+from tests.projections.helpers import running_worker
 
 HANG_GUARD_S = 60
 _MIGRATION_LOCK = 7_261_845_001  # ops.migrate's advisory lock key
