@@ -16,6 +16,7 @@ from ledger.producer import EventBuilder
 from ledger.settings import Settings
 from ops.devstack.ports import free_port
 from projections.replay import replay_dead_letters
+from tests.polling import wait_until
 from tests.projections.helpers import (
     emit,
     fetchval,
@@ -23,7 +24,6 @@ from tests.projections.helpers import (
     send_raw,
     usage_event,
     wait_for_rows,
-    wait_until,
 )
 
 build = EventBuilder("test")
