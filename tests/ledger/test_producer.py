@@ -340,6 +340,7 @@ def test_an_unknown_codec_is_refused_with_one_line() -> None:
         LedgerProducer("127.0.0.1:1", compression_type="brotli")
 
 
+@pytest.mark.servers  # starts its own
 async def test_events_sent_across_a_broker_reset_are_never_lost(tmp_path: Path) -> None:
     """The chaos run's loss: after a memory-only broker restarts, its first acknowledgements
     (at offset 0, for a topic it no longer has) must not be trusted, and asking about a topic

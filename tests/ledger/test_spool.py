@@ -98,6 +98,7 @@ def usage_event(producer: LedgerProducer, number: int) -> UsageRecorded:
     )
 
 
+@pytest.mark.servers  # starts its own
 async def test_broker_down_then_back_loses_nothing(tmp_path: Path) -> None:
     with private_broker(tmp_path) as broker:
         topics = unique_topics()
@@ -209,6 +210,7 @@ def topics_args(topics: Topics) -> list[str]:
     return [topics.usage, topics.keys, topics.catalog]
 
 
+@pytest.mark.servers  # starts its own
 async def test_close_is_bounded_and_the_spool_survives_it(tmp_path: Path) -> None:
     with private_broker(tmp_path) as broker:
         topics = unique_topics()
@@ -234,6 +236,7 @@ async def test_close_is_bounded_and_the_spool_survives_it(tmp_path: Path) -> Non
         assert {parse_event(m.value).event_id for m in messages} == {e.event_id for e in events}
 
 
+@pytest.mark.servers  # starts its own
 async def test_producer_started_before_the_broker_catches_up(tmp_path: Path) -> None:
     with private_broker(tmp_path) as broker:
         topics = unique_topics()

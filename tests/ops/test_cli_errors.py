@@ -17,6 +17,8 @@ import pytest
 from ledger.settings import Settings
 from ops.devstack.ports import free_port
 
+pytestmark = pytest.mark.slow  # each test runs the CLI in a child process
+
 HANG_GUARD_S = 30
 KEY_ID = "00000000-0000-4000-8000-000000000000"
 
