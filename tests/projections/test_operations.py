@@ -118,7 +118,10 @@ async def test_sigterm_stops_a_worker_whose_database_never_answered(
         worker = subprocess.Popen([sys.executable, "-m", "ops", "project"], env=env,
                                   stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
-        await asyncio.sleep(3)  # retrying its connection with back-off
+        async def retrying() -> bool:  # its connection, with back-off
+            return b"database unavailable" in (tmp_path / "worker.log").read_bytes()
+
+        await wait_until(retrying, 30, "the worker to report the database unavailable")
         worker.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(worker.wait, 30) == 0
     finally:
