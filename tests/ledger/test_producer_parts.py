@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -92,7 +93,7 @@ async def test_idle_waiters_wake_only_when_nothing_is_pending() -> None:
 
 
 @pytest.fixture
-async def started_producer(settings: Settings) -> AIOKafkaProducer:
+async def started_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     yield producer

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -214,8 +214,7 @@ async def test_hits_misses_and_loads_are_counted() -> None:
     assert cache.lookup("a") is MISSING
     loader = GatedLoader()
     loader.release.set()
-    load: Callable[[str], Awaitable[str | None]] = loader
-    await cache.load("a", load)
+    await cache.load("a", loader)
     assert cache.lookup("a") == "v:a"
     stats = cache.stats()
     assert (stats.hits, stats.misses, stats.loads, stats.hit_rate) == (1, 1, 1, 0.5)
