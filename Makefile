@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint typecheck unit bench clean-dev
+.PHONY: install demo test fast lint typecheck unit bench clean-dev
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ unit: install
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# While editing: the tests that need no server and start no child process (marked by
+# tests/conftest.py and by hand, see the markers in pyproject.toml); `make test` runs them all.
+fast: $(BIN)/.installed
+	$(BIN)/pytest -q -m "not servers and not slow"
 
 bench: install
 	$(BIN)/python bench/run_all.py

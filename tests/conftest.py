@@ -19,6 +19,19 @@ from tests.servers import Servers, docker_requested, docker_servers, embedded_se
 TEMPLATE_DB = "ledger_template"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``servers`` every test that needs the session's PostgreSQL and broker.
+
+    A test needs them when its fixture closure (its fixtures and theirs, transitively) holds
+    the ``servers`` fixture; tests that start servers themselves carry the marker by hand.
+    ``pytest -m "not servers"`` then runs only what needs no server, and ``make fast``
+    (``-m "not servers and not slow"``) leaves out child processes too.
+    """
+    for item in items:
+        if "servers" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.servers)
+
+
 def _dsn_for(admin_dsn: str, database: str) -> str:
     base, _, _ = admin_dsn.rpartition("/")
     return f"{base}/{database}"

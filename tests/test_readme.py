@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 
 from ledger.settings import Settings
-from tests.projections.helpers import running_worker, wait_for_rows, wait_until
+from tests.polling import wait_until
+from tests.projections.helpers import running_worker, wait_for_rows
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -73,6 +73,7 @@ def test_bad_value_names_the_variable(
     assert "\n" not in message
 
 
+@pytest.mark.slow  # the CLI in a child process
 def test_cli_reports_bad_setting_in_one_line_without_traceback() -> None:
     env = {"PATH": "/usr/bin:/bin", "CACHE_MODEL_TTL": "forever"}
     result = subprocess.run(

@@ -23,6 +23,8 @@ from ops.cli.errors import explain
 from ops.devstack.ports import free_port
 from tests.test_exceptions import error_classes
 
+pytestmark = pytest.mark.slow  # each test runs the CLI in a child process
+
 HANG_GUARD_S = 30
 KEY_ID = "00000000-0000-4000-8000-000000000000"
 
