@@ -140,6 +140,8 @@ class LedgerCallback(CustomLogger):
             await asyncio.gather(self.orphan_drain, return_exceptions=True)
         if self._producer is not None:
             await self._producer.close()
+        # The next call starts a new producer (a closed one cannot be restarted).
+        self._producer, self._starting, self.orphan_drain = None, None, None
 
 
 def _report_delivery(future: asyncio.Future[Delivery]) -> None:
