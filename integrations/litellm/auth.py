@@ -38,9 +38,13 @@ from integrations.litellm.mapping import KEY_ID_FIELD
 from integrations.litellm.metrics import AUTH_DECISIONS
 from ledger.keys import hash_key
 from ledger.settings import Settings, load_settings
-from readmodels import Decision, ReadModels, Reason
+from readmodels import ApiKey, Decision, ReadModels, Reason
 
 log = logging.getLogger(__name__)
+
+_GRANTS_MAX = 100_000
+# Children bound once: labels() costs more than the increment on the request path.
+_DECISIONS = {reason: AUTH_DECISIONS.labels(reason.value) for reason in Reason}
 
 _STATUS = {Reason.MODEL_NOT_ALLOWED: 403, Reason.OVER_BUDGET: 403}
 _MESSAGES = {
@@ -94,6 +98,9 @@ class LedgerAuth:
         self._reservations = reservations
         self._readmodels: ReadModels | None = None
         self._opening: asyncio.Lock | None = None
+        # key id -> (the ApiKey it was built from, the answer). Building a UserAPIKeyAuth
+        # costs ~10x copying one; a changed key comes back from the cache as a new object.
+        self._grants: dict[uuid.UUID, tuple[ApiKey, UserAPIKeyAuth]] = {}
 
     async def readmodels(self) -> ReadModels:
         if self._readmodels is not None:
@@ -119,7 +126,7 @@ class LedgerAuth:
         model = _requested_model(request, body)
         models = self._readmodels if self._readmodels is not None else await self.readmodels()
         decision = await models.keys.authorize(api_key or "", model)
-        AUTH_DECISIONS.labels(decision.reason.value).inc()
+        _DECISIONS[decision.reason].inc()
         if not decision.allowed:
             raise refusal(decision)
         return await self._granted(decision, api_key, model, body)
@@ -127,22 +134,25 @@ class LedgerAuth:
     async def _granted(self, decision: Decision, api_key: str, model: str,
                        body: Mapping[str, Any]) -> UserAPIKeyAuth:
         key = decision.key
-        metadata: dict[str, str] = {}
-        if key is not None:
-            metadata[KEY_ID_FIELD] = str(key.id)
-            if self._reservations is not None:
-                reservation = await self._reserve(key.id, model, body)
-                if reservation is None:
-                    raise refusal(Decision(False, Reason.OVER_BUDGET, key))
-                if reservation:
-                    metadata[RESERVATION_FIELD] = reservation
-        return UserAPIKeyAuth(
+        if key is None:  # AUTHORIZE_ON_DB_ERROR=allow and the key was not in the cache
             # The hash, never the plaintext: LiteLLM logs this as user_api_key_hash.
-            api_key=key.key_hash if key is not None else hash_key(api_key or ""),
-            key_alias=key.name if key is not None else None,
-            user_id=key.owner if key is not None else None,
-            metadata=metadata,
-        )
+            return UserAPIKeyAuth(api_key=hash_key(api_key or ""))
+        grant = self._grants.get(key.id)
+        if grant is None or grant[0] is not key:
+            if len(self._grants) >= _GRANTS_MAX:
+                self._grants.clear()
+            grant = (key, UserAPIKeyAuth(api_key=key.key_hash, key_alias=key.name,
+                                         user_id=key.owner, metadata={KEY_ID_FIELD: str(key.id)}))
+            self._grants[key.id] = grant
+        metadata = {KEY_ID_FIELD: str(key.id)}
+        if self._reservations is not None:
+            reservation = await self._reserve(key.id, model, body)
+            if reservation is None:
+                raise refusal(Decision(False, Reason.OVER_BUDGET, key))
+            if reservation:
+                metadata[RESERVATION_FIELD] = reservation
+        # A copy per request: LiteLLM writes request-scoped fields into the object it gets.
+        return grant[1].model_copy(update={"metadata": metadata})
 
     async def _reserve(self, key_id: uuid.UUID, model: str,
                        body: Mapping[str, Any]) -> str | None:

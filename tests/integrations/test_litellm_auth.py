@@ -17,7 +17,7 @@ from integrations.litellm import KEY_ID_FIELD, LedgerAuth, LedgerCallback, estim
 from integrations.litellm.budget import RESERVATION_FIELD
 from ledger.settings import Settings
 from readmodels import Model
-from tests.readmodels.conftest import Writer, make_settings
+from tests.readmodels.conftest import Writer, eventually, make_settings
 
 
 def _request(body: dict[str, Any]) -> Request:
@@ -77,6 +77,15 @@ async def test_each_refusal_has_its_status(auth: LedgerAuth, writer: Writer) -> 
         assert (refused.code, refused.openai_code) == ("401", reason)
     refused = await _refused(auth, good, "gpt-4o-mini")
     assert (refused.code, refused.openai_code) == ("403", "model_not_allowed")
+    # The answer is built once per key version: a renamed key is answered with its new name.
+    again = await auth(_request({"model": "gpt-4o"}), good)
+    assert again is not granted and again.key_alias == "ok"
+    await writer.update_key(key_id, name="renamed")
+
+    async def renamed() -> bool:
+        return (await auth(_request({"model": "gpt-4o"}), good)).key_alias == "renamed"
+
+    await eventually(renamed)
 
 
 def test_the_estimate_is_exact() -> None:

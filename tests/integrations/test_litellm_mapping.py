@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from integrations.litellm import ANONYMOUS_KEY_ID, KEY_ID_FIELD, LedgerCallback, usage_fields
+from integrations.litellm.mapping import NAMESPACE, derived_id
 from integrations.litellm.metrics import CALLBACK_ERRORS
 from ledger.events import dump_event
 from ledger.producer import LedgerProducer
@@ -89,12 +90,18 @@ async def test_a_retried_callback_builds_the_same_event(capture: Capture) -> Non
 
 
 async def test_the_key_id_comes_from_the_request(capture: Capture) -> None:
+    callback = LedgerCallback()
     key_id = uuid.uuid4()
     given, _ = await _captured(capture, "chat", metadata={KEY_ID_FIELD: str(key_id)})
-    assert usage_fields(given, None)["api_key_id"] == key_id
-    assert usage_fields(given, None)["metadata"]["litellm_key_source"] == "ledger"
+    event = callback.build_event(given, None)
+    assert event.api_key_id == key_id and event.metadata["litellm_key_source"] == "ledger"
     anonymous, _ = await _captured(capture, "chat")
-    assert usage_fields(anonymous, None)["api_key_id"] == ANONYMOUS_KEY_ID
+    assert callback.build_event(anonymous, None).api_key_id == ANONYMOUS_KEY_ID
+
+
+@pytest.mark.parametrize("name", ["litellm-call:4624d271-9ab9-414e-aa87-c8aa149593f2", "", "é"])
+def test_derived_ids_are_uuid5(name: str) -> None:
+    assert derived_id(name) == str(uuid.uuid5(NAMESPACE, name))
 
 
 async def test_a_failing_callback_never_fails_the_request(
