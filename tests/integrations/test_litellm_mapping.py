@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,9 @@ from integrations.litellm.mapping import NAMESPACE, derived_id
 from integrations.litellm.metrics import CALLBACK_ERRORS
 from ledger.events import dump_event
 from ledger.producer import LedgerProducer
+from ledger.producer.spool import Spool
+from ledger.settings import Settings
+from ops.devstack.ports import free_port
 from tests.integrations.litellm_calls import CALLS, Capture, chat, registered, settle
 
 # What the mocked calls report, by call: (prompt, completion, cache read, cache write,
@@ -129,3 +135,33 @@ async def _sleep() -> None:
     import asyncio
 
     await asyncio.sleep(0.01)
+
+
+async def test_with_the_broker_away_calls_are_spooled_not_lost(
+    capture: Capture, tmp_path: Path
+) -> None:
+    settings = Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+                        spool_dir=tmp_path / "spool")
+    callback = LedgerCallback(settings)
+    first, response = await _captured(capture, "chat")
+    second, _ = await _captured(capture, "embedding")
+    try:
+        await callback.record(first, response)  # starts the producer: Kafka is not there
+        producer = callback.producer
+        assert producer is not None and producer.spooling
+        started = time.perf_counter()
+        await callback.record(second, None)
+        assert time.perf_counter() - started < 0.05  # emit returns at once
+        await producer.flush()
+        stats = producer.spool_stats()
+        assert stats is not None and stats.pending_bytes > 0
+    finally:
+        await callback.close()
+    assert callback.errors == 0 and callback.emitted == 2
+    spool = Spool(tmp_path / "spool" / "process-0")  # left for the next start to resend
+    try:
+        records, _ = spool.read(10)
+    finally:
+        spool.close()
+    assert [json.loads(r.value)["request_id"] for r in records] == [
+        first["litellm_call_id"], second["litellm_call_id"]]
