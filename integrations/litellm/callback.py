@@ -52,6 +52,7 @@ class LedgerCallback(CustomLogger):
         self.source = source
         self._producer = producer
         self._starting: asyncio.Task[LedgerProducer] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the producer runs
         self.orphan_drain: asyncio.Task[list[Path]] | None = None
         self.emitted = 0
         self.errors = 0
@@ -65,6 +66,28 @@ class LedgerCallback(CustomLogger):
     async def async_log_failure_event(self, kwargs: dict[str, Any], response_obj: Any,
                                       start_time: Any, end_time: Any) -> None:
         await self.record(kwargs, response_obj)
+
+    # Synchronous calls (litellm.completion) reach only these, from a thread of LiteLLM's:
+    # the event is handed to the loop the producer runs on. A process where no producer
+    # runs yet (a purely synchronous script) cannot record them: counted and logged.
+
+    def log_success_event(self, kwargs: dict[str, Any], response_obj: Any,
+                          start_time: Any, end_time: Any) -> None:
+        self._record_from_thread(kwargs, response_obj)
+
+    def log_failure_event(self, kwargs: dict[str, Any], response_obj: Any,
+                          start_time: Any, end_time: Any) -> None:
+        self._record_from_thread(kwargs, response_obj)
+
+    def _record_from_thread(self, kwargs: Mapping[str, Any], response_obj: object) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.errors += 1
+            CALLBACK_ERRORS.labels("no_event_loop").inc()
+            log.warning("ledger: a synchronous LiteLLM call was not recorded: no producer "
+                        "runs in this process yet (use the async API, as the proxy does)")
+            return
+        asyncio.run_coroutine_threadsafe(self.record(kwargs, response_obj), loop)
 
     # -- recording -------------------------------------------------------------------------
 
@@ -82,6 +105,8 @@ class LedgerCallback(CustomLogger):
             event = self.build_event(kwargs, response_obj)
             stage = "producer"
             producer = self._producer if self._producer is not None else await self._start()
+            if self._loop is None:  # a producer given to the constructor
+                self._loop = asyncio.get_running_loop()
             stage = "emit"
             delivery = await producer.emit(event)
         except Exception:
@@ -123,7 +148,7 @@ class LedgerCallback(CustomLogger):
         if not settings.kafka_bootstrap_servers:
             raise ValueError("set LEDGER_KAFKA_BOOTSTRAP_SERVERS for the LiteLLM callback")
         producer = await start_in_free_slot(settings, source=self.source)
-        self._producer = producer
+        self._producer, self._loop = producer, asyncio.get_running_loop()
         base = settings.resolved_spool_dir
         self.orphan_drain = drain_orphans_in_background(
             settings, source=self.source, base=base, own=producer.spool_dir)
@@ -144,6 +169,7 @@ class LedgerCallback(CustomLogger):
             await self._producer.close()
         # The next call starts a new producer (a closed one cannot be restarted).
         self._producer, self._starting, self.orphan_drain = None, None, None
+        self._loop = None
 
 
 def _report_delivery(future: asyncio.Future[Delivery]) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,14 @@ from ledger.producer import LedgerProducer
 from ledger.producer.spool import Spool
 from ledger.settings import Settings
 from ops.devstack.ports import free_port
-from tests.integrations.litellm_calls import CALLS, Capture, chat, registered, settle
+from tests.integrations.litellm_calls import (
+    CALLS,
+    MESSAGES,
+    Capture,
+    chat,
+    registered,
+    settle,
+)
 
 # What the mocked calls report, by call: (prompt, completion, cache read, cache write,
 # reasoning, audio in, audio out).
@@ -124,17 +132,11 @@ async def test_a_failing_callback_never_fails_the_request(
         for _ in range(100):
             if broken.errors:
                 break
-            await _sleep()
+            await asyncio.sleep(0.01)
     assert answer.choices[0].message.content == "Four."
     assert broken.errors == 1 and broken.emitted == 0
     assert errors._value.get() == before + 1
     assert any("could not record a LiteLLM call" in r.getMessage() for r in caplog.records)
-
-
-async def _sleep() -> None:
-    import asyncio
-
-    await asyncio.sleep(0.01)
 
 
 async def test_with_the_broker_away_calls_are_spooled_not_lost(
@@ -165,3 +167,34 @@ async def test_with_the_broker_away_calls_are_spooled_not_lost(
         spool.close()
     assert [json.loads(r.value)["request_id"] for r in records] == [
         first["litellm_call_id"], second["litellm_call_id"]]
+
+
+async def test_synchronous_calls_are_recorded_on_the_producers_loop(tmp_path: Path) -> None:
+    """litellm.completion calls only the synchronous hooks, from a thread of its own."""
+    settings = Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+                        spool_dir=tmp_path / "spool")
+    callback = LedgerCallback(settings)
+    before = CALLBACK_ERRORS.labels("no_event_loop")._value.get()
+    with registered(callback):
+        await asyncio.to_thread(_sync_chat)  # no producer runs yet: counted, not recorded
+        await _until(lambda: callback.errors == 1)
+        assert CALLBACK_ERRORS.labels("no_event_loop")._value.get() == before + 1
+        await chat()  # an async call starts the producer
+        await _until(lambda: callback.emitted == 1)
+        await asyncio.to_thread(_sync_chat)
+        await _until(lambda: callback.emitted == 2)
+    await callback.close()
+    assert callback.errors == 1
+
+
+def _sync_chat() -> None:
+    import litellm
+
+    litellm.completion(model="gpt-4o", messages=MESSAGES, mock_response="Four.")
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.01)
