@@ -8,9 +8,10 @@ KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL when set) and measures, in one process:
 1. the callback: ``async_log_success_event`` as LiteLLM calls it, with the kwargs real
    ``litellm.acompletion`` / ``aembedding`` calls (``mock_response``, offline) produced:
    building the event and handing it to a running producer (p50/p99, microseconds);
-2. a whole ``litellm.acompletion`` with ``mock_response``, without and with the callback
-   registered (LiteLLM runs callbacks in a task of its own; this shows the difference seen
-   end to end, noise included);
+2. a whole ``litellm.acompletion`` with ``mock_response``: without callbacks, with one that
+   does nothing (LiteLLM builds its logging payload only when a callback is registered) and
+   with the ledger's (LiteLLM runs callbacks in a task of its own; end to end, noise
+   included);
 3. the auth hook with a warm cache: ``LedgerAuth(request, key)`` on requests whose body the
    proxy has already read, as when LiteLLM calls custom_auth (p50/p99, microseconds).
 """
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 import litellm
+from litellm.integrations.custom_logger import CustomLogger
 from starlette.requests import Request
 
 from bench.scratch_db import migrated_database
@@ -122,26 +124,35 @@ async def bench_callback(settings: Settings, calls: int) -> dict[str, Any]:
     return {**micro(timings), "build": micro(building), "emit": micro(emitting)}
 
 
-async def bench_acompletion(settings: Settings, calls: int) -> dict[str, Any]:
-    async def timed() -> list[float]:
-        found = []
-        for _ in range(calls):
-            started = time.perf_counter()
-            await chat()
-            found.append(time.perf_counter() - started)
-        return found
+class NoOp(CustomLogger):
+    """A callback that does nothing: what LiteLLM's own logging costs once one is registered."""
 
-    await chat()  # warm LiteLLM's own caches
-    without = await timed()
+    async def async_log_success_event(self, kwargs: Any, response_obj: Any,
+                                      start_time: Any, end_time: Any) -> None:
+        return None
+
+
+async def bench_acompletion(settings: Settings, rounds: int) -> dict[str, Any]:
+    """A whole acompletion: without callbacks, with a callback that does nothing, with the
+    ledger's. Interleaved round by round so that drift in the machine's load hits all three."""
     callback = LedgerCallback(settings, source="bench-litellm")
     await callback._start()
+    variants: dict[str, tuple[CustomLogger, ...]] = {
+        "no_callback": (), "noop_callback": (NoOp(),), "ledger_callback": (callback,)}
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    await chat()  # warm LiteLLM's own caches
     try:
-        with registered(callback):
-            with_callback = await timed()
-            await asyncio.sleep(0.5)  # the last callbacks' tasks
+        for _ in range(rounds):
+            for name, callbacks in variants.items():
+                with registered(*callbacks):
+                    for _ in range(10):
+                        started = time.perf_counter()
+                        await chat()
+                        timings[name].append(time.perf_counter() - started)
+                    await asyncio.sleep(0.05)  # let the callbacks' tasks finish in the round
     finally:
         await callback.close()
-    return {"without_callback": micro(without), "with_callback": micro(with_callback),
+    return {**{name: micro(found) for name, found in timings.items()},
             "recorded": callback.emitted}
 
 
@@ -201,11 +212,11 @@ async def stack() -> AsyncIterator[Settings]:
                        spool_dir=Path(root) / "spool")
 
 
-async def main(calls: int, auth_calls: int, completions: int) -> None:
+async def main(calls: int, auth_calls: int, rounds: int) -> None:
     litellm.suppress_debug_info = True
     async with stack() as settings:
         callback = await bench_callback(settings, calls)
-        completion = await bench_acompletion(settings, completions)
+        completion = await bench_acompletion(settings, rounds)
     async with migrated_database("bench-litellm-pg-") as dsn:
         auth = await bench_auth(dsn, auth_calls)
     report = {"litellm": version("litellm"), "calibration_sum_range_1000_us": calibration(),
@@ -222,6 +233,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--auth-calls", type=int, default=20_000)
-    parser.add_argument("--completions", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=30,
+                        help="acompletion rounds (10 calls per variant each)")
     args = parser.parse_args()
-    asyncio.run(main(args.calls, args.auth_calls, args.completions))
+    asyncio.run(main(args.calls, args.auth_calls, args.rounds))

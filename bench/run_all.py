@@ -135,17 +135,19 @@ def litellm_rows(output: str | None) -> list[tuple[str, str, str]]:
 
 # A benchmark's section of the page: name, seconds, the script's output.
 SECTION = re.compile(
-    r"^## (\w+)\n\n`\.venv/bin/python [^`]*` \(([\d.]+) s[^)]*\)\n\n```\n(.*?)\n```",
+    r"^## (\w+)\n\n`\.venv/bin/python [^`]*` \(([\d.]+) s[^\n]*\)\n\n```\n(.*?)\n```",
     re.S | re.M)
 
 
-def recorded() -> tuple[str, dict[str, str], dict[str, float]]:
-    """The last full run's date and each benchmark's output as the page keeps them."""
+def recorded() -> tuple[str, str, dict[str, str], dict[str, float]]:
+    """The last full run's date and machine, and each benchmark's output as the page keeps
+    them."""
     text = PAGE.read_text()
     date = re.search(r"^- date: (.+)$", text, re.M)
+    host = re.search(r"^- machine: (.+)$", text, re.M)
     outputs = {m.group(1): m.group(3) for m in SECTION.finditer(text)}
     seconds = {m.group(1): float(m.group(2)) for m in SECTION.finditer(text)}
-    return (date.group(1) if date else "?"), outputs, seconds
+    return (date.group(1) if date else "?"), (host.group(1) if host else "?"), outputs, seconds
 
 
 def main() -> None:
@@ -156,9 +158,9 @@ def main() -> None:
     outputs: dict[str, str] = {}
     seconds: dict[str, float] = {}
     today = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    full_run, dates = today, dict.fromkeys(RUNS, today)
+    full_run, dates, host = today, dict.fromkeys(RUNS, today), machine()
     if only:
-        full_run, outputs, seconds = recorded()
+        full_run, host, outputs, seconds = recorded()
         dates = {name: full_run for name in outputs}
         missing = set(RUNS) - set(outputs) - set(only)
         if missing:
@@ -176,7 +178,7 @@ def main() -> None:
         "date in its section); medians and ratios are from that run.",
         "",
         f"- date: {full_run}",
-        f"- machine: {machine()}",
+        f"- machine: {host}",
         "- servers: embedded PostgreSQL 18 and the embedded Tansu broker (memory storage), "
         "started by each script on this machine",
         "",
@@ -186,11 +188,11 @@ def main() -> None:
         "",
     ]
     for name, argv in RUNS.items():
-        when = "" if dates[name] == full_run else f", run {dates[name]}"
+        when = "" if dates[name] == full_run else f", run {dates[name]} on {machine()}"
         page += [f"## {name}", "", f"`.venv/bin/python {' '.join(argv)}` "
                  f"({seconds[name]:.0f} s{when})", "", "```", outputs[name].rstrip(), "```", ""]
     PAGE.write_text("\n".join(page))
-    table = "\n".join([f"Measured {full_run} on {machine()}"
+    table = "\n".join([f"Measured {full_run} on {host}"
                         + (f" (LiteLLM rows: {dates['litellm']})"
                            if dates["litellm"] != full_run else "") + ":",
                         "", *summary(outputs)])

@@ -37,6 +37,8 @@ def _mapping(value: object) -> Mapping[str, Any]:
     # this runs a dozen times per call on LiteLLM's path; what LiteLLM passes is a dict.
     if type(value) is dict:
         return value
+    if value is None:  # absent details are None, and the ABC check is slow for those too
+        return _EMPTY
     return value if isinstance(value, Mapping) else _EMPTY
 
 
