@@ -77,6 +77,11 @@ async def test_each_refusal_has_its_status(auth: LedgerAuth, writer: Writer) -> 
         assert (refused.code, refused.openai_code) == ("401", reason)
     refused = await _refused(auth, good, "gpt-4o-mini")
     assert (refused.code, refused.openai_code) == ("403", "model_not_allowed")
+    spender, spender_id, _ = await writer.add_key(max_budget_usd=Decimal("1"))
+    await writer.add_spend(spender_id, "gpt-4o", datetime.now(UTC).date().replace(day=1),
+                           Decimal("1.5"))
+    refused = await _refused(auth, spender, "gpt-4o")
+    assert (refused.code, refused.openai_code) == ("403", "over_budget")
     # The answer is built once per key version: a renamed key is answered with its new name.
     again = await auth(_request({"model": "gpt-4o"}), good)
     assert again is not granted and again.key_alias == "ok"
