@@ -198,3 +198,15 @@ async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met"
         await asyncio.sleep(0.01)
+
+
+def test_one_hour_cache_writes_are_kept_in_the_metadata() -> None:
+    """usage.recorded has no field for them (priced at the 5-minute rate): kept to be seen."""
+    usage = {"prompt_tokens": 3000, "completion_tokens": 10, "prompt_tokens_details": {
+        "cache_write_tokens": 2000, "cache_creation_token_details": {
+            "ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1500}}}
+    fields = usage_fields({"litellm_call_id": "call-1", "standard_logging_object": {
+        "litellm_call_id": "call-1", "status": "success", "model": "claude-sonnet-4-5",
+        "metadata": {"usage_object": usage}}}, None)
+    assert fields["cache_creation_input_tokens"] == 2000
+    assert fields["metadata"]["litellm_cache_creation_1h_tokens"] == "1500"
