@@ -122,6 +122,8 @@ async def test_ledger_keys_work_in_the_proxy_and_revocation_is_immediate(
         assert "may not use this model" in other_model.text
         unknown = await _ask(proxy, "sk-not-a-ledger-key", "gpt-4o")
         assert unknown.status_code == 401, unknown.text
+        admin = await _ask(proxy, MASTER_KEY, "gpt-4o-mini")  # the proxy's own master key
+        assert admin.status_code == 200, admin.text
 
         revoking = asyncio.create_task(_revoked_at(settings.database_url, key_id[1]))
         await asyncio.to_thread(_ledger, env, "keys", "revoke", key_id[1])
