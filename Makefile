@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,litellm]'
 	touch $@
 
 # kafkajs and TypeScript for the TypeScript producer of docs/events.md, which the tests run.
@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/ledger demo
 
 lint: install
-	$(BIN)/ruff check ledger projections readmodels ops tests bench tools
+	$(BIN)/ruff check ledger projections readmodels ops integrations tests bench tools
 
 typecheck: install
 	$(BIN)/mypy
