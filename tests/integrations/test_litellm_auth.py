@@ -17,7 +17,8 @@ from integrations.litellm import KEY_ID_FIELD, LedgerAuth, LedgerCallback, estim
 from integrations.litellm.budget import RESERVATION_FIELD
 from ledger.settings import Settings
 from readmodels import Model
-from tests.readmodels.conftest import Writer, eventually, make_settings
+from tests.polling import wait_until
+from tests.readmodels.conftest import Writer, make_settings
 
 
 def _request(body: dict[str, Any]) -> Request:
@@ -90,7 +91,7 @@ async def test_each_refusal_has_its_status(auth: LedgerAuth, writer: Writer) -> 
     async def renamed() -> bool:
         return (await auth(_request({"model": "gpt-4o"}), good)).key_alias == "renamed"
 
-    await eventually(renamed)
+    await wait_until(renamed, 5.0, "the renamed key answered", interval=0.005)
 
 
 def test_the_estimate_is_exact() -> None:

@@ -139,6 +139,7 @@ async def test_a_failing_callback_never_fails_the_request(
     assert any("could not record a LiteLLM call" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow  # waits out the producer's 10 s connect attempt to an absent broker
 async def test_with_the_broker_away_calls_are_spooled_not_lost(
     capture: Capture, tmp_path: Path
 ) -> None:
@@ -169,6 +170,7 @@ async def test_with_the_broker_away_calls_are_spooled_not_lost(
         first["litellm_call_id"], second["litellm_call_id"]]
 
 
+@pytest.mark.slow  # waits out the producer's 10 s connect attempt to an absent broker
 async def test_synchronous_calls_are_recorded_on_the_producers_loop(tmp_path: Path) -> None:
     """litellm.completion calls only the synchronous hooks, from a thread of its own."""
     settings = Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",

@@ -22,7 +22,8 @@ import yaml
 
 from integrations.litellm import ledger_auth, ledger_callback
 from ledger.settings import Settings
-from tests.projections.helpers import running_worker, wait_for_rows, wait_until
+from tests.polling import wait_until
+from tests.projections.helpers import running_worker, wait_for_rows
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "litellm.md"
 MASTER_KEY = "sk-" + secrets.token_hex(24)
