@@ -49,6 +49,8 @@ async def test_readme_examples(settings: Settings, monkeypatch: pytest.MonkeyPat
     async with running_worker(settings, ("usage", "keys")):
         await _run(emit, namespace)
         await wait_for_rows(settings.database_url, "SELECT count(*) FROM usage_records", 1)
+        # The keys and usage projections run apart: the usage row says nothing about the key.
+        await wait_for_rows(settings.database_url, "SELECT count(*) FROM api_keys", 1)
         await _run(read, namespace)  # raises PermissionError unless the key is allowed
         await _run(revoke, namespace)
 
