@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(default=1, ge=1, description="1 for the embedded stack")
     topic_min_insync_replicas: int = Field(default=1, ge=1)
     consumer_group: str = Field(default="ledger-projector", min_length=1)
+    # How long a worker that stopped heartbeating (kill -9, a frozen host) keeps its partitions
+    # before the group gives them to the others. Apache Kafka refuses less than its
+    # group.min.session.timeout.ms (6 s by default).
+    consumer_session_timeout: Duration = Field(
+        default=timedelta(seconds=10), ge=timedelta(seconds=6), le=timedelta(minutes=30),
+        description="a silent worker's partitions move to the others after this",
+    )
 
     ledger_home: Path = Field(
         default=Path(".ledger"), description="state of the embedded stack and the spool"

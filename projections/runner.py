@@ -132,12 +132,14 @@ class ProjectionRunner:
     async def _start_consumer(self) -> AIOKafkaConsumer:
         """Join the group, waiting (with back-off) for brokers that are not up yet."""
         delay = 0.5
+        session_timeout = self.settings.consumer_session_timeout
         while True:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self._bootstrap, group_id=self.group_id,
                 client_id=self._client_id or f"ledger-{self.projection.name}",
                 enable_auto_commit=False, auto_offset_reset="earliest",
-                session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+                session_timeout_ms=int(session_timeout.total_seconds() * 1000),
+                heartbeat_interval_ms=1_000,
                 max_partition_fetch_bytes=4 * 1024 * 1024,
             )
             self._consumer = consumer

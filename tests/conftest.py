@@ -6,6 +6,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -116,6 +117,8 @@ async def settings(pg_dsn: str, kafka_bootstrap: str, tmp_path: Path) -> Setting
         topic_catalog=f"catalog-{suffix}",
         topic_usage_partitions=4,
         consumer_group=f"projector-{suffix}",
+        # The least Kafka allows: tests that kill a worker wait this long for its partitions.
+        consumer_session_timeout=timedelta(seconds=6),
         ledger_home=tmp_path / "ledger-home",
         spool_dir=tmp_path / "spool",
     )
