@@ -25,6 +25,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from ledger.exceptions import EventDecodeError
 from ledger.fields import (
+    BudgetScope,
     Count,
     DataResidency,
     Flag,
@@ -38,6 +39,7 @@ from ledger.fields import (
     Money,
     Names,
     NonEmptyStr,
+    Percent,
     Seconds,
     ServiceTier,
     Uuid,
@@ -121,6 +123,10 @@ class UsageRecorded(_KeyScoped):
     # None means "price it from the catalog at occurred_at" (the projector does that).
     cost_usd: Money | None = None
     metadata: Metadata = Field(default_factory=dict)
+    # The reservation ``authorize(..., estimate_usd=)`` handed out for this call; projecting
+    # the event settles it (docs/budgets.md). Not part of what the event says about usage:
+    # the fingerprint leaves it out.
+    hold_id: NonEmptyStr | None = None
 
 
 class ApiKeyCreated(_KeyScoped):
@@ -203,6 +209,41 @@ class KeyMetadataDeleted(_KeyScoped):
     type: Literal["key_metadata.deleted"] = "key_metadata.deleted"
     schema_version: Literal[1] = 1
     key: MetadataKey
+
+
+BudgetPeriod = Literal["day", "week", "month", "total"]
+
+
+class _BudgetScoped(EventBase):
+    """Budget events, ordered per scope: keyed by the scope string."""
+
+    topic_family = "keys"
+
+    scope: BudgetScope
+
+    def partition_key(self) -> str:
+        return self.scope
+
+
+class BudgetSet(_BudgetScoped):
+    """A spending ceiling for a key (``key:<api_key_id>``) or an owner (``owner:<name>``).
+
+    Replaces the scope's previous budget. Periods are calendar periods in ``timezone`` (an
+    IANA name; a week starts on Monday); ``total`` never resets. Each alert threshold (a
+    percent of the limit) is crossed once per period. A zero limit stops all spending.
+    """
+
+    type: Literal["budget.set"] = "budget.set"
+    schema_version: Literal[1] = 1
+    limit_usd: Money
+    period: BudgetPeriod
+    timezone: NonEmptyStr = "UTC"
+    alert_thresholds: list[Percent] = Field(default_factory=lambda: [50, 80, 100])
+
+
+class BudgetRemoved(_BudgetScoped):
+    type: Literal["budget.removed"] = "budget.removed"
+    schema_version: Literal[1] = 1
 
 
 class ProviderUpserted(EventBase):
@@ -291,6 +332,8 @@ Event: TypeAlias = Annotated[
     | ApiKeyRevoked
     | KeyMetadataSet
     | KeyMetadataDeleted
+    | BudgetSet
+    | BudgetRemoved
     | ProviderUpserted
     | ProviderRemoved
     | ModelUpserted
@@ -307,6 +350,8 @@ EVENT_CLASSES: tuple[type[EventBase], ...] = (
     ApiKeyRevoked,
     KeyMetadataSet,
     KeyMetadataDeleted,
+    BudgetSet,
+    BudgetRemoved,
     ProviderUpserted,
     ProviderRemoved,
     ModelUpserted,

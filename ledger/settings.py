@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     authorize_on_db_error: Literal["deny", "allow"] = Field(
         default="deny", description="authorize() when PostgreSQL cannot answer: fail closed/open"
     )
+    budget_hold_ttl: Duration = Field(
+        default=timedelta(minutes=10), gt=timedelta(0),
+        description="a budget reservation (hold) a gateway never settled or released "
+                    "gives its amount back after this")
 
     cache_api_key_size: int = Field(default=1000, ge=1)
     cache_api_key_ttl: Duration = Field(default=timedelta(minutes=5))
