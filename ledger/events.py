@@ -54,7 +54,7 @@ class EventBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Which topic family the event belongs to; not a field, so it never reaches the wire.
-    topic_family: ClassVar[Literal["usage", "keys", "catalog"]]
+    topic_family: ClassVar[Literal["usage", "keys", "catalog", "alerts"]]
 
     event_id: Uuid
     type: str
@@ -217,8 +217,6 @@ BudgetPeriod = Literal["day", "week", "month", "total"]
 class _BudgetScoped(EventBase):
     """Budget events, ordered per scope: keyed by the scope string."""
 
-    topic_family = "keys"
-
     scope: BudgetScope
 
     def partition_key(self) -> str:
@@ -233,6 +231,8 @@ class BudgetSet(_BudgetScoped):
     percent of the limit) is crossed once per period. A zero limit stops all spending.
     """
 
+    topic_family = "keys"
+
     type: Literal["budget.set"] = "budget.set"
     schema_version: Literal[1] = 1
     limit_usd: Money
@@ -242,8 +242,28 @@ class BudgetSet(_BudgetScoped):
 
 
 class BudgetRemoved(_BudgetScoped):
+    topic_family = "keys"
+
     type: Literal["budget.removed"] = "budget.removed"
     schema_version: Literal[1] = 1
+
+
+class BudgetThresholdCrossed(_BudgetScoped):
+    """Spend in one period of a budget reached ``threshold`` percent of its limit.
+
+    Written by the ledger (never by gateways), once per scope, period and threshold: the
+    event_id is derived from those, so a re-publication is a duplicate with the same id.
+    """
+
+    topic_family = "alerts"
+
+    type: Literal["budget.threshold_crossed"] = "budget.threshold_crossed"
+    schema_version: Literal[1] = 1
+    period: BudgetPeriod
+    period_start: Moment
+    threshold: Percent
+    limit_usd: Money
+    spent_usd: Money
 
 
 class ProviderUpserted(EventBase):
@@ -334,6 +354,7 @@ Event: TypeAlias = Annotated[
     | KeyMetadataDeleted
     | BudgetSet
     | BudgetRemoved
+    | BudgetThresholdCrossed
     | ProviderUpserted
     | ProviderRemoved
     | ModelUpserted
@@ -352,6 +373,7 @@ EVENT_CLASSES: tuple[type[EventBase], ...] = (
     KeyMetadataDeleted,
     BudgetSet,
     BudgetRemoved,
+    BudgetThresholdCrossed,
     ProviderUpserted,
     ProviderRemoved,
     ModelUpserted,
@@ -385,11 +407,12 @@ HEADERS_BY_CLASS: dict[type[EventBase], tuple[tuple[str, bytes], ...]] = {
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """Topic names by family; mirrors Settings.topic_usage/topic_keys/topic_catalog."""
+    """Topic names by family; mirrors Settings.topic_usage/topic_keys/topic_catalog/..."""
 
     usage: str = "ledger.usage"
     keys: str = "ledger.keys"
     catalog: str = "ledger.catalog"
+    alerts: str = "ledger.alerts"
 
 
 def topic_for(event: EventBase, topics: Topics) -> str:

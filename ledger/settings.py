@@ -103,9 +103,12 @@ class Settings(BaseSettings):
     topic_usage: str = Field(default="ledger.usage", min_length=1)
     topic_keys: str = Field(default="ledger.keys", min_length=1)
     topic_catalog: str = Field(default="ledger.catalog", min_length=1)
+    topic_alerts: str = Field(default="ledger.alerts", min_length=1,
+                              description="budget.threshold_crossed events, for alerting")
     topic_usage_partitions: int = Field(default=12, ge=1)
     topic_keys_partitions: int = Field(default=3, ge=1)
     topic_catalog_partitions: int = Field(default=1, ge=1)
+    topic_alerts_partitions: int = Field(default=1, ge=1)
     # Rebuilds replay the whole log, so topics keep everything (-1) unless told otherwise.
     topic_retention_ms: int = Field(default=-1, ge=-1, description="-1 keeps records forever")
     topic_replication_factor: int = Field(default=1, ge=1, description="1 for the embedded stack")

@@ -99,6 +99,10 @@ BEGIN
     SELECT s.spent INTO spent FROM budget_spend s
     WHERE s.scope = p_scope AND s.period = p_period AND s.period_start = p_period_start
     FOR UPDATE;
+    -- Leases expired a day ago hold nothing and settle nothing worth keeping.
+    DELETE FROM budget_leases l
+    WHERE l.scope = p_scope AND l.period = p_period AND l.period_start = p_period_start
+      AND l.expires_at < clock_timestamp() - interval '1 day';
     SELECT coalesce(sum(greatest(l.amount - l.settled - l.returned, 0)), 0) INTO outstanding
     FROM budget_leases l
     WHERE l.scope = p_scope AND l.period = p_period AND l.period_start = p_period_start

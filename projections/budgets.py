@@ -44,20 +44,28 @@ _CEILINGS = """
     FROM api_keys WHERE max_budget_usd IS NOT NULL
 """
 
-# Appended to the usage batch statement after its CTEs; reads ``claimed``.
-SPEND_CTES = f"""
-, budget_ceilings AS (
-    SELECT DISTINCT scope, period, timezone FROM ({_CEILINGS}) AS c
+# Appended to the usage batch statement after its CTEs; reads ``claimed``. Ceilings are
+# looked up for the batch's keys only (primary keys), never by scanning budgets or keys.
+SPEND_CTES = """
+, budget_keys AS (
+    SELECT DISTINCT c.api_key_id, k.owner, k.max_budget_usd IS NOT NULL AS capped
+    FROM claimed c LEFT JOIN api_keys k ON k.id = c.api_key_id
+), budget_ceilings AS (
+    -- UNION: two ceilings of one scope on the same spend row (a budget for the UTC month
+    -- and max_budget_usd) count a record once.
+    SELECT bk.api_key_id, b.scope, b.period, b.timezone
+    FROM budget_keys bk JOIN budgets b ON b.scope = 'key:' || bk.api_key_id::text
+    UNION
+    SELECT bk.api_key_id, b.scope, b.period, b.timezone
+    FROM budget_keys bk JOIN budgets b ON b.scope = 'owner:' || bk.owner
+    UNION
+    SELECT bk.api_key_id, 'key:' || bk.api_key_id::text, 'month', 'UTC'
+    FROM budget_keys bk WHERE bk.capped
 ), budget_rows AS (
-    -- DISTINCT: two ceilings of one scope (a budget and max_budget_usd) that fall on the
-    -- same spend row count a record once.
     SELECT DISTINCT c.event_id, b.scope, b.period,
            budget_period_start(b.period, b.timezone, c.occurred_at) AS period_start,
            c.cost_usd
-    FROM claimed c
-    LEFT JOIN api_keys k ON k.id = c.api_key_id
-    JOIN budget_ceilings b
-      ON b.scope = 'key:' || c.api_key_id::text OR b.scope = 'owner:' || k.owner
+    FROM claimed c JOIN budget_ceilings b ON b.api_key_id = c.api_key_id
     WHERE c.cost_usd IS NOT NULL
 ), budget_spent AS (
     INSERT INTO budget_spend AS s (scope, period, period_start, spent)
@@ -98,10 +106,17 @@ WITH touched AS (
     SELECT s.scope, s.period, s.period_start, th.threshold, c.limit_usd, s.spent
     FROM touched t
     JOIN budget_spend s USING (scope, period, period_start)
-    JOIN ({_CEILINGS}) AS c ON c.scope = s.scope AND c.period = s.period
-     AND budget_period_start(c.period, c.timezone, s.period_start) = s.period_start
+    CROSS JOIN LATERAL (
+        SELECT b.limit_usd, b.alert_thresholds, b.timezone FROM budgets b
+        WHERE b.scope = s.scope AND b.period = s.period
+        UNION ALL
+        SELECT k.max_budget_usd, ARRAY[50, 80, 100], 'UTC' FROM api_keys k
+        WHERE s.scope LIKE 'key:%' AND s.period = 'month'
+          AND k.id = substr(s.scope, 5)::uuid AND k.max_budget_usd IS NOT NULL
+    ) AS c
     CROSS JOIN LATERAL unnest(c.alert_thresholds) AS th(threshold)
-    WHERE c.limit_usd > 0 AND s.spent >= c.limit_usd * th.threshold / 100
+    WHERE budget_period_start(s.period, c.timezone, s.period_start) = s.period_start
+      AND c.limit_usd > 0 AND s.spent >= c.limit_usd * th.threshold / 100
 ), inserted AS (
     INSERT INTO budget_alerts (scope, period, period_start, threshold, limit_usd, spent,
                                event_id)

@@ -148,6 +148,7 @@ class LedgerProducer(SpoolingMixin):
             usage=getattr(settings, "topic_usage", defaults.usage),
             keys=getattr(settings, "topic_keys", defaults.keys),
             catalog=getattr(settings, "topic_catalog", defaults.catalog),
+            alerts=getattr(settings, "topic_alerts", defaults.alerts),
         )
         spool_dir = getattr(settings, "resolved_spool_dir", None) or getattr(
             settings, "spool_dir", None

@@ -141,7 +141,7 @@ def test_routing_keys_and_headers() -> None:
     assert topic_for(budget, topics) == "k"
     assert partition_key(budget) == b"owner:team-a"  # one scope's history stays in order
     assert set(EVENT_TYPES) == set(CURRENT_VERSIONS)
-    assert len(EVENT_TYPES) == 14
+    assert len(EVENT_TYPES) == 15
 
 
 def test_api_key_updated_carries_only_set_fields() -> None:

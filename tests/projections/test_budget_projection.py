@@ -11,10 +11,12 @@ from decimal import Decimal
 import asyncpg
 
 from ledger import budgets
+from ledger.events import BudgetThresholdCrossed, parse_event
 from ledger.producer import EventBuilder
 from ledger.settings import Settings
 from projections import make_projection
 from projections.rebuild import Rebuilder
+from tests.ledger.producer_helpers import consume
 from tests.projections.helpers import emit, running_worker, usage_event, wait_for_rows
 
 build = EventBuilder("test")
@@ -195,8 +197,18 @@ async def test_each_threshold_alerts_once_through_duplicates_and_a_rebuild(
             after = await listener.fetch(
                 "SELECT threshold, spent, event_id FROM budget_alerts ORDER BY threshold")
             spend_after = await _spend(settings.database_url)
+            await wait_for_rows(settings.database_url, "SELECT count(*) FROM budget_alerts "
+                                "WHERE published_at IS NOT NULL", 3)
     finally:
         await listener.close()
+    # On the alerts topic: each threshold once, with the row's event_id (a consumer reading
+    # for a while longer sees nothing more).
+    published = [parse_event(m.value) for m in await consume(
+        settings.kafka_bootstrap_servers, [settings.topic_alerts], 4, timeout_s=3)]
+    crossed = [e for e in published if isinstance(e, BudgetThresholdCrossed)]
+    assert len(crossed) == len(published) == 3
+    assert sorted((e.threshold, e.spent_usd, e.event_id) for e in crossed) == [
+        tuple(a) for a in alerts]
     assert [(a["threshold"], a["spent"]) for a in alerts] == [
         (50, Decimal("0.6")), (80, Decimal("0.9")), (100, Decimal("1.1"))]
     assert after == alerts
