@@ -80,20 +80,19 @@ CREATE INDEX budget_alerts_unpublished ON budget_alerts (crossed_at) WHERE publi
 -- ones committed before it (read committed: a fresh snapshot per statement in plpgsql).
 -- The amount is `wanted`, shrunk to an eighth of the headroom near the cap, but never below
 -- `estimate`; none (lease_id NULL) when even `estimate` does not fit. `give_back` returns
--- what is left of the caller's previous lease of this ceiling in the same trip.
+-- what is left of the caller's earlier leases (any ceiling) in the same trip.
 CREATE FUNCTION budget_lease(
     p_scope text, p_period text, p_period_start timestamptz, p_limit numeric,
     p_estimate numeric, p_wanted numeric, p_ttl interval,
-    p_give_back uuid, p_give_back_amount numeric,
+    p_give_back uuid[], p_give_back_amounts numeric[],
     OUT lease_id uuid, OUT amount numeric, OUT spent numeric, OUT outstanding numeric)
 LANGUAGE plpgsql AS $$
 DECLARE
     headroom numeric;
 BEGIN
-    IF p_give_back IS NOT NULL AND p_give_back_amount > 0 THEN
-        UPDATE budget_leases l SET returned = l.returned + p_give_back_amount
-        WHERE l.lease_id = p_give_back;
-    END IF;
+    UPDATE budget_leases l SET returned = l.returned + g.amount
+    FROM unnest(p_give_back, p_give_back_amounts) AS g(lease_id, amount)
+    WHERE l.lease_id = g.lease_id;
     INSERT INTO budget_spend (scope, period, period_start) VALUES (p_scope, p_period, p_period_start)
     ON CONFLICT DO NOTHING;
     SELECT s.spent INTO spent FROM budget_spend s

@@ -20,7 +20,7 @@ from uuid import UUID
 import asyncpg
 
 from ledger.keys import hash_key, is_key_hash
-from readmodels.budgets import BudgetReader, BudgetState, Ceiling
+from readmodels.budgets import BudgetReader, BudgetState, Slot
 from readmodels.cache import MISSING, Cache
 from readmodels.exceptions import DatabaseUnavailableError, InvalidArgumentError
 from readmodels.usage import as_uuid
@@ -232,7 +232,7 @@ class KeyReader:
                 return Decision(False, Reason.EXPIRED, key)
             if key.allowed_models and not await self._model_allowed(key.allowed_models, model):
                 return Decision(False, Reason.MODEL_NOT_ALLOWED, key)
-            ceilings = await self._budgets.ceilings(key.id, key.owner, key.max_budget_usd)
+            ceilings = await self._budgets.plan(key)
             if not ceilings:
                 return Decision(True, Reason.OK, key)
             if estimate_usd is None:
@@ -249,13 +249,13 @@ class KeyReader:
             self.unavailable += 1
             return Decision(self._allow_when_unavailable, Reason.UNAVAILABLE, key, str(exc))
 
-    async def _check_spent(self, key: ApiKey, ceilings: list[Ceiling]) -> Decision:
+    async def _check_spent(self, key: ApiKey, ceilings: list[Slot]) -> Decision:
         states = await self._budgets.states(ceilings)
         if key.max_budget_usd is not None:
             # The monthly summaries hold the same UTC-month spend, and are what this check
             # read before budgets existed.
             month = await self._usage.month_to_date_spend(key.id)
-            states = [s if c.origin != "max_budget_usd" else BudgetState(
+            states = [s if c.ceiling.origin != "max_budget_usd" else BudgetState(
                 s.scope, s.period, s.limit_usd, max(s.spent, month), s.reserved)
                 for c, s in zip(ceilings, states, strict=True)]
         binding = min(states, key=lambda s: s.remaining)

@@ -255,7 +255,8 @@ class ReadModels:
         self.usage = UsageReader(db, self._spend_cache)
         self.budgets = BudgetReader(db, self._budget_cache,
                                     hold_ttl=self._settings.budget_hold_ttl,
-                                    state_ttl=self._spend_ttl)
+                                    state_ttl=self._spend_ttl,
+                                    plan_ttl=self._settings.cache_api_key_ttl.total_seconds())
         self.keys = KeyReader(
             db, self._key_cache, self.models, self.usage, self.budgets,
             allow_when_unavailable=self._settings.authorize_on_db_error == "allow")

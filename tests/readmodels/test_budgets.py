@@ -143,3 +143,31 @@ async def test_concurrent_requests_in_one_process_never_pass_the_cap(
 
     allowed = sum(await asyncio.gather(*(one() for _ in range(64))))
     assert allowed == 28  # 28 x 0.07 = 1.96; a 29th would pass 2.00
+
+
+async def test_prefetched_leases_strand_nothing_while_the_process_runs(
+    rm: ReadModels, writer: Writer,
+) -> None:
+    """Far from the cap the next lease is prefetched; near it leases shrink. Requests that
+    run until refused get the whole budget, before any close gives leftovers back."""
+    plaintext, key_id, _ = await writer.add_key()
+    await set_budget(writer, f"key:{key_id}", "40")
+    await writer.settled(rm)
+    estimates = [Decimal("0.001"), Decimal("0.002"), Decimal("0.005"), Decimal("0.01")]
+    granted: list[Decimal] = []
+
+    async def task(n: int) -> None:
+        refusals = 0
+        while refusals < 3:
+            estimate = estimates[(n + len(granted)) % len(estimates)]
+            decision = await rm.keys.authorize(plaintext, "m", estimate_usd=estimate)
+            if decision.allowed:
+                granted.append(estimate)
+                refusals = 0
+            else:
+                refusals += 1
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(task(n) for n in range(32)))
+    assert Decimal(40) - max(estimates) <= sum(granted) <= Decimal(40)
+    assert rm.budgets.leases < len(granted) / 20  # mostly served from memory
