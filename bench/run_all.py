@@ -29,6 +29,8 @@ RUNS = {
     "projector": ["bench/projector.py", "--events", "200000", "--baseline", "10000",
                   "--rate", "10000", "--seconds", "20"],
     "readmodels": ["bench/readmodels.py", "--lookups", "1000000", "--trials", "200"],
+    "budgets": ["bench/budgets.py", "--calls", "200000", "--processes", "4",
+                "--concurrency", "32"],
 }
 
 
@@ -108,10 +110,28 @@ def summary(outputs: dict[str, str]) -> list[str]:
          grab(r"overall ([\d.]+%)", rm), ">= 99%"),
         ("read models: revocation seen by another process",
          f"p50 {revoke_p50} ms, p99 {revoke_p99} ms", "p99 <= 500 ms"),
+        *budget_rows(first_json(outputs["budgets"])),
     ]
     lines = ["| measure | measured | target |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return lines
+
+
+def budget_rows(budgets: dict[str, Any]) -> list[tuple[str, str, str]]:
+    far, near = budgets["leases"]["far_from_cap"], budgets["leases"]["near_cap"]
+    single = budgets["per_request"]["far_from_cap"]
+    procs = budgets["processes"]
+    return [
+        ("budgets: authorize with estimate, far from the cap (leases)",
+         f"p50 {far['p50_us']} us, p99 {far['p99_us']} us", "p50 <= 20 us, p99 <= 200 us"),
+        ("budgets: the same near the cap / per-request reservation",
+         f"p99 {near['p99_us']} us / p50 {single['p50_us']} us, p99 {single['p99_us']} us",
+         "-"),
+        (f"budgets: {procs['processes']} processes x {procs['concurrency']} concurrent",
+         f"{procs['reservations_per_s']:,} reservations/s; overspend {procs['overspend_usd']} "
+         f"USD, stranded {procs['stranded_usd']} USD",
+         f"overspend 0, stranded <= {procs['largest_estimate_usd']} USD"),
+    ]
 
 
 def main() -> None:
