@@ -18,12 +18,10 @@ Storage module: the SQL of budgets lives here (and in migrations/0006_budgets.sq
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -34,8 +32,6 @@ from ledger.invalidation import Invalidation
 from projections.base import lock_key
 
 ALERT_CHANNEL = "ledger_budget_alert"
-# The ceiling max_budget_usd makes for a key: its own budget for the UTC month.
-IMPLICIT_THRESHOLDS = list(budgets.DEFAULT_THRESHOLDS)
 
 _CEILINGS = """
     SELECT scope, period, timezone, limit_usd, alert_thresholds FROM budgets
@@ -258,9 +254,3 @@ async def recompute_keys(conn: asyncpg.Connection, api_key_ids: Iterable[UUID | 
 def key_scopes(api_key_id: UUID, *owners: str | None) -> list[str]:
     return [budgets.key_scope(api_key_id),
             *(budgets.owner_scope(owner) for owner in owners if owner is not None)]
-
-
-def alert_payload(text: str) -> dict[str, Any]:
-    """A NOTIFY payload of ALERT_CHANNEL as a dict."""
-    value: dict[str, Any] = json.loads(text)
-    return value
