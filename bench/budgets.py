@@ -1,6 +1,7 @@
 """Benchmark of budget reservations (a script, not a test).
 
     .venv/bin/python bench/budgets.py [--calls N] [--processes N] [--concurrency N]
+                                      [--phases leases,processes,projector]
 
 Uses DATABASE_URL's server when set, otherwise an embedded PostgreSQL in a temporary
 directory. Measures ``authorize(..., estimate_usd=)`` in one process far from the cap and
@@ -9,7 +10,7 @@ comparison), then N processes x C concurrent requests reserving against one cap 
 refused: reservations per second, overspend (reserved beyond the cap; target 0) and budget
 stranded at the end, once every process closed (target: at most the largest estimate).
 No projector runs: every hold stays open, so what was reserved is what could be spent with
-actual costs at or below the estimates.
+actual costs at or below the estimates. Last, what the budget work costs a usage batch.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,11 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.scratch_db import migrated_database
+from ledger.events import UsageRecorded
 from ledger.keys import generate_key, hash_key
 from ledger.settings import Settings
+from projections.base import Envelope
+from projections.usage import UsageProjection
 from readmodels import ReadModels, Reason
 from readmodels import reservations as budget_module
 
@@ -179,15 +184,70 @@ async def processes(dsn: str, count: int, concurrency: int, cap: Decimal) -> dic
     }
 
 
+async def projector_cost(dsn: str, batches: int = 30, size: int = 2000) -> dict[str, Any]:
+    """The usage batch with its budget work (1,000 keys, each with max_budget_usd and an
+    owner with a day budget) against the same statement without it (a rebuild's replay),
+    interleaved batch by batch on one connection."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        keys = [uuid.uuid4() for _ in range(1000)]
+        await conn.executemany(
+            "INSERT INTO api_keys (id, key_hash, name, owner, max_budget_usd, created_at, "
+            "updated_at) VALUES ($1, $2, 'k', $3, 1000, now(), now())",
+            [(k, uuid.uuid4().hex * 2, f"team-{i % 10}") for i, k in enumerate(keys)])
+        await conn.executemany(
+            "INSERT INTO budgets VALUES ($1, 500, 'day', 'Europe/Paris', '{50,80,100}', now())",
+            [(f"owner:team-{t}",) for t in range(10)])
+        rng = random.Random(7)
+
+        def batch() -> list[Envelope]:
+            return [Envelope("usage", 0, 0, None, UsageRecorded(
+                event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), source="bench",
+                request_id="r", api_key_id=rng.choice(keys), model="gpt-4o",
+                prompt_tokens=10, completion_tokens=5, status="success",
+                cost_usd=Decimal("0.0001"))) for _ in range(size)]
+
+        live, replay = UsageProjection(), UsageProjection()
+        replay.rebuilding = True
+        seconds: dict[str, list[float]] = {"with_budgets": [], "without": []}
+        for _ in range(batches):
+            for name, projection in (("with_budgets", live), ("without", replay)):
+                envelopes = batch()
+                await projection.prepare(conn, envelopes)
+                started = time.perf_counter()
+                async with conn.transaction():
+                    await projection.apply(conn, envelopes)
+                seconds[name].append(time.perf_counter() - started)
+    finally:
+        await conn.close()
+    medians = {name: pct(values[3:], 0.5) for name, values in seconds.items()}
+    return {
+        "batch": size,
+        **{f"{name}_events_per_s": round(size / median) for name, median in medians.items()},
+        "budget_overhead_pct": round(100 * (medians["with_budgets"] / medians["without"] - 1), 1),
+    }
+
+
 async def main(args: argparse.Namespace) -> None:
+    phases = set(args.phases.split(","))
+    results: dict[str, Any] = {}
     async with migrated_database("bench-budgets-") as dsn:
-        results = {
-            "leases": await one_process(dsn, args.calls, budget_module.LEASE_REQUESTS),
-            "per_request": await one_process(dsn, max(args.calls // 20, 1000), 1),
-            "processes": await processes(dsn, args.processes, args.concurrency,
-                                         Decimal(args.cap)),
-        }
+        if "leases" in phases:
+            results["leases"] = await one_process(dsn, args.calls, budget_module.LEASE_REQUESTS)
+            results["per_request"] = await one_process(dsn, max(args.calls // 20, 1000), 1)
+        if "processes" in phases:
+            results["processes"] = await processes(dsn, args.processes, args.concurrency,
+                                                   Decimal(args.cap))
+        if "projector" in phases:
+            results["projector"] = await projector_cost(dsn)
     print(json.dumps(results, indent=2))
+    if "projector" in results:
+        cost = results["projector"]
+        print(f"usage batch of {cost['batch']}: {cost['with_budgets_events_per_s']:,} events/s "
+              f"with budget work, {cost['without_events_per_s']:,} without "
+              f"(+{cost['budget_overhead_pct']}%)")
+    if not {"leases", "processes"} <= results.keys():
+        return
     lease, single, procs = results["leases"], results["per_request"], results["processes"]
     print(f"authorize with estimate, far from the cap: p50 {lease['far_from_cap']['p50_us']} us, "
           f"p99 {lease['far_from_cap']['p99_us']} us (per-request reservation: p50 "
@@ -210,4 +270,6 @@ if __name__ == "__main__":
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--cap", default="100")
+    parser.add_argument("--phases", default="leases,processes,projector",
+                        help="comma separated: leases, processes, projector")
     asyncio.run(main(parser.parse_args()))

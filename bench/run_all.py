@@ -131,6 +131,10 @@ def budget_rows(budgets: dict[str, Any]) -> list[tuple[str, str, str]]:
          f"{procs['reservations_per_s']:,} reservations/s; overspend {procs['overspend_usd']} "
          f"USD, stranded {procs['stranded_usd']} USD",
          f"overspend 0, stranded <= {procs['largest_estimate_usd']} USD"),
+        ("budgets: usage batch with / without the budget work (every key capped)",
+         f"{budgets['projector']['with_budgets_events_per_s']:,} / "
+         f"{budgets['projector']['without_events_per_s']:,} events/s "
+         f"(+{budgets['projector']['budget_overhead_pct']}%)", "-"),
     ]
 
 
