@@ -40,6 +40,43 @@ _CEILINGS = """
     FROM api_keys WHERE max_budget_usd IS NOT NULL
 """
 
+def _alert_ctes(spend_rows: str) -> str:
+    """CTEs that insert the thresholds crossed on ``spend_rows`` (scope, period,
+    period_start, spent) into budget_alerts, once each ever; ``alerted`` is what was new."""
+    return f"""
+, crossed AS (
+    SELECT s.scope, s.period, s.period_start, th.threshold, c.limit_usd, s.spent
+    FROM {spend_rows} s
+    CROSS JOIN LATERAL (
+        SELECT b.limit_usd, b.alert_thresholds, b.timezone FROM budgets b
+        WHERE b.scope = s.scope AND b.period = s.period
+        UNION ALL
+        SELECT k.max_budget_usd, ARRAY[50, 80, 100], 'UTC' FROM api_keys k
+        WHERE s.scope LIKE 'key:%' AND s.period = 'month'
+          AND k.id = substr(s.scope, 5)::uuid AND k.max_budget_usd IS NOT NULL
+    ) AS c
+    CROSS JOIN LATERAL unnest(c.alert_thresholds) AS th(threshold)
+    WHERE budget_period_start(s.period, c.timezone, s.period_start) = s.period_start
+      AND c.limit_usd > 0 AND s.spent >= c.limit_usd * th.threshold / 100
+), alerted AS (
+    INSERT INTO budget_alerts (scope, period, period_start, threshold, limit_usd, spent,
+                               event_id)
+    SELECT scope, period, period_start, threshold, limit_usd, spent,
+           -- deterministic: a re-publication is a duplicate consumers can drop
+           md5(concat_ws('|', 'budget.threshold_crossed', scope, period,
+                         extract(epoch FROM period_start)::bigint, threshold))::uuid
+    FROM crossed
+    ON CONFLICT DO NOTHING
+    RETURNING scope, period, period_start, threshold, limit_usd, spent, event_id
+)"""
+
+
+# One NOTIFY per new alert, delivered when the transaction commits.
+_NOTIFY_ALERTS = f"""(SELECT count(pg_notify('{ALERT_CHANNEL}', json_build_object(
+           'scope', scope, 'period', period, 'period_start', period_start,
+           'threshold', threshold, 'limit_usd', limit_usd::text, 'spent', spent::text,
+           'event_id', event_id)::text)) FROM alerted)"""
+
 # Appended to the usage batch statement after its CTEs; reads ``claimed``. Ceilings are
 # looked up for the batch's keys only (primary keys), never by scanning budgets or keys.
 SPEND_CTES = """
@@ -67,7 +104,7 @@ SPEND_CTES = """
     INSERT INTO budget_spend AS s (scope, period, period_start, spent)
     SELECT scope, period, period_start, sum(cost_usd) FROM budget_rows GROUP BY 1, 2, 3
     ON CONFLICT (scope, period, period_start) DO UPDATE SET spent = s.spent + EXCLUDED.spent
-    RETURNING scope, period, period_start
+    RETURNING scope, period, period_start, spent
 ), hold_parts AS (
     SELECT c.event_id, c.cost_usd, c.hold_estimate, lease
     FROM claimed c CROSS JOIN LATERAL unnest(c.hold_leases) AS lease
@@ -86,49 +123,19 @@ SPEND_CTES = """
     ON CONFLICT (scope, period, period_start) DO UPDATE SET
         overrun_usd = o.overrun_usd + EXCLUDED.overrun_usd, holds = o.holds + EXCLUDED.holds
     RETURNING scope
-)
-"""
-SPEND_RESULT = """,
-       (SELECT array_agg(scope) FROM budget_spent) AS budget_scopes,
-       (SELECT array_agg(period) FROM budget_spent) AS budget_periods,
-       (SELECT array_agg(period_start) FROM budget_spent) AS budget_starts,
-       (SELECT count(*) FROM holds_settled) AS holds_settled"""
+)""" + _alert_ctes("budget_spent")
+SPEND_RESULT = f""",
+       (SELECT count(*) FROM holds_settled) AS holds_settled,
+       {_NOTIFY_ALERTS} AS alerts,
+       (SELECT count(*) FROM overruns) AS overruns"""
 
 _ALERTS = f"""
 WITH touched AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+    SELECT s.* FROM unnest($1::text[], $2::text[], $3::timestamptz[])
         AS t(scope, period, period_start)
-), crossed AS (
-    SELECT s.scope, s.period, s.period_start, th.threshold, c.limit_usd, s.spent
-    FROM touched t
     JOIN budget_spend s USING (scope, period, period_start)
-    CROSS JOIN LATERAL (
-        SELECT b.limit_usd, b.alert_thresholds, b.timezone FROM budgets b
-        WHERE b.scope = s.scope AND b.period = s.period
-        UNION ALL
-        SELECT k.max_budget_usd, ARRAY[50, 80, 100], 'UTC' FROM api_keys k
-        WHERE s.scope LIKE 'key:%' AND s.period = 'month'
-          AND k.id = substr(s.scope, 5)::uuid AND k.max_budget_usd IS NOT NULL
-    ) AS c
-    CROSS JOIN LATERAL unnest(c.alert_thresholds) AS th(threshold)
-    WHERE budget_period_start(s.period, c.timezone, s.period_start) = s.period_start
-      AND c.limit_usd > 0 AND s.spent >= c.limit_usd * th.threshold / 100
-), inserted AS (
-    INSERT INTO budget_alerts (scope, period, period_start, threshold, limit_usd, spent,
-                               event_id)
-    SELECT scope, period, period_start, threshold, limit_usd, spent,
-           -- deterministic: a re-publication is a duplicate consumers can drop
-           md5(concat_ws('|', 'budget.threshold_crossed', scope, period,
-                         extract(epoch FROM period_start)::bigint, threshold))::uuid
-    FROM crossed
-    ON CONFLICT DO NOTHING
-    RETURNING scope, period, period_start, threshold, limit_usd, spent, event_id
-)
-SELECT count(pg_notify('{ALERT_CHANNEL}', json_build_object(
-           'scope', scope, 'period', period, 'period_start', period_start,
-           'threshold', threshold, 'limit_usd', limit_usd::text, 'spent', spent::text,
-           'event_id', event_id)::text))
-FROM inserted
+){_alert_ctes("touched")}
+SELECT {_NOTIFY_ALERTS}
 """
 
 # Every ceiling of the given scopes, recomputed from usage_records.
@@ -173,11 +180,6 @@ def hold_columns(hold_id: str | None) -> tuple[Decimal | None, list[UUID] | None
     if parsed is None:
         return None, None
     return parsed
-
-
-def spend_moved(row: asyncpg.Record) -> SpendMoved:
-    return SpendMoved(list(row["budget_scopes"] or []), list(row["budget_periods"] or []),
-                      list(row["budget_starts"] or []))
 
 
 async def derive_alerts(conn: asyncpg.Connection, moved: SpendMoved) -> int:

@@ -245,8 +245,6 @@ class UsageProjection(Projection):
         await conn.copy_records_to_table("usage_stage", records=rows, columns=_STAGE_COLUMNS)
         result = await conn.fetchrow(_REPLAY_STATEMENT if self.rebuilding else _LIVE_STATEMENT)
         assert result is not None
-        if not self.rebuilding:
-            await budgets.derive_alerts(conn, budgets.spend_moved(result))
         return (int(result["inserted"]), list(result["key_ids"] or []),
                 set(result["conflicting"] or ()))
 
