@@ -32,6 +32,8 @@ RUNS = {
                   "--rate", "10000", "--seconds", "20"],
     "readmodels": ["bench/readmodels.py", "--lookups", "1000000", "--trials", "200"],
     "litellm": ["bench/litellm_callback.py", "--calls", "20000", "--auth-calls", "20000"],
+    "budgets": ["bench/budgets.py", "--calls", "200000", "--processes", "4",
+                "--concurrency", "32"],
 }
 
 
@@ -112,10 +114,35 @@ def summary(outputs: dict[str, str]) -> list[str]:
         ("read models: revocation seen by another process",
          f"p50 {revoke_p50} ms, p99 {revoke_p99} ms", "p99 <= 500 ms"),
         *litellm_rows(outputs.get("litellm")),
+        *budget_rows(outputs.get("budgets")),
     ]
     lines = ["| measure | measured | target |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return lines
+
+
+def budget_rows(output: str | None) -> list[tuple[str, str, str]]:
+    if output is None:
+        return []
+    budgets = first_json(output)
+    far, near = budgets["leases"]["far_from_cap"], budgets["leases"]["near_cap"]
+    single = budgets["per_request"]["far_from_cap"]
+    procs = budgets["processes"]
+    return [
+        ("budgets: authorize with estimate, far from the cap (leases)",
+         f"p50 {far['p50_us']} us, p99 {far['p99_us']} us", "p50 <= 20 us, p99 <= 200 us"),
+        ("budgets: the same near the cap / per-request reservation",
+         f"p99 {near['p99_us']} us / p50 {single['p50_us']} us, p99 {single['p99_us']} us",
+         "-"),
+        (f"budgets: {procs['processes']} processes x {procs['concurrency']} concurrent",
+         f"{procs['reservations_per_s']:,} reservations/s; overspend {procs['overspend_usd']} "
+         f"USD, stranded {procs['stranded_usd']} USD",
+         f"overspend 0, stranded <= {procs['largest_estimate_usd']} USD"),
+        ("budgets: usage batch with / without the budget work (every key capped)",
+         f"{budgets['projector']['with_budgets_events_per_s']:,} / "
+         f"{budgets['projector']['without_events_per_s']:,} events/s "
+         f"(+{budgets['projector']['budget_overhead_pct']}%)", "-"),
+    ]
 
 
 def litellm_rows(output: str | None) -> list[tuple[str, str, str]]:

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     authorize_on_db_error: Literal["deny", "allow"] = Field(
         default="deny", description="authorize() when PostgreSQL cannot answer: fail closed/open"
     )
+    budget_hold_ttl: Duration = Field(
+        default=timedelta(minutes=10), gt=timedelta(0),
+        description="a budget reservation (hold) a gateway never settled or released "
+                    "gives its amount back after this")
 
     cache_api_key_size: int = Field(default=1000, ge=1)
     cache_api_key_ttl: Duration = Field(default=timedelta(minutes=5))
@@ -116,9 +120,12 @@ class Settings(BaseSettings):
     topic_usage: str = Field(default="ledger.usage", min_length=1)
     topic_keys: str = Field(default="ledger.keys", min_length=1)
     topic_catalog: str = Field(default="ledger.catalog", min_length=1)
+    topic_alerts: str = Field(default="ledger.alerts", min_length=1,
+                              description="budget.threshold_crossed events, for alerting")
     topic_usage_partitions: int = Field(default=12, ge=1)
     topic_keys_partitions: int = Field(default=3, ge=1)
     topic_catalog_partitions: int = Field(default=1, ge=1)
+    topic_alerts_partitions: int = Field(default=1, ge=1)
     # Rebuilds replay the whole log, so topics keep everything (-1) unless told otherwise.
     topic_retention_ms: int = Field(default=-1, ge=-1, description="-1 keeps records forever")
     topic_replication_factor: int = Field(default=1, ge=1, description="1 for the embedded stack")

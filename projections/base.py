@@ -104,6 +104,11 @@ class Projection(ABC):
         """The tables this projection owns (what a rebuild replaces)."""
         return ()
 
+    async def after_swap(  # noqa: B027 - optional hook, empty by default
+        self, conn: asyncpg.Connection
+    ) -> None:
+        """Work a rebuild does in its swap transaction once the rebuilt tables are live."""
+
 
 async def apply_resiliently(
     projection: Projection, conn: asyncpg.Connection, envelopes: list[Envelope]

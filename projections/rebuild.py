@@ -243,6 +243,7 @@ class Rebuilder:
             await conn.execute(f"DROP SCHEMA {old} CASCADE")
             await conn.execute(f"DROP SCHEMA {self.scratch}")
             await _restore_index_names(conn, self.projection.tables(), names)
+            await self.projection.after_swap(conn)
             # The live worker may be behind the rebuild: move its checkpoints up; its next
             # fenced update then fails, and it re-reads them (nothing is applied twice).
             await CheckpointRecorder(self.projection.name).raise_to(

@@ -115,6 +115,7 @@ async def settings(pg_dsn: str, kafka_bootstrap: str, tmp_path: Path) -> Setting
         topic_usage=f"usage-{suffix}",
         topic_keys=f"keys-{suffix}",
         topic_catalog=f"catalog-{suffix}",
+        topic_alerts=f"alerts-{suffix}",
         topic_usage_partitions=4,
         consumer_group=f"projector-{suffix}",
         # The least Kafka allows: tests that kill a worker wait this long for its partitions.

@@ -138,8 +138,11 @@ def test_routing_keys_and_headers() -> None:
     key_event = create_key(name="k", plaintext_key="sk-led-x", api_key_id=KEY_ID)
     assert topic_for(key_event, topics) == "k"
     assert partition_key(key_event) == str(KEY_ID).encode()
+    budget = EventBuilder("t").set_budget(scope="owner:team-a", limit_usd="5", period="day")
+    assert topic_for(budget, topics) == "k"
+    assert partition_key(budget) == b"owner:team-a"  # one scope's history stays in order
     assert set(EVENT_TYPES) == set(CURRENT_VERSIONS)
-    assert len(EVENT_TYPES) == 12
+    assert len(EVENT_TYPES) == 15
 
 
 def test_api_key_updated_carries_only_set_fields() -> None:

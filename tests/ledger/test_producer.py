@@ -212,6 +212,7 @@ async def test_emit_and_wait_and_from_settings(kafka_bootstrap: str, tmp_path: P
         topic_usage=topics.usage,
         topic_keys=topics.keys,
         topic_catalog=topics.catalog,
+        topic_alerts=topics.alerts,
         spool_dir=tmp_path / "spool",
     )
     producer = LedgerProducer.from_settings(settings)

@@ -108,7 +108,8 @@ async def test_plain_aiokafka_message_from_the_docs_is_accepted(kafka_bootstrap:
             sent += 1
     finally:
         await producer.stop()
-    messages = await consume(kafka_bootstrap, [topics.usage, topics.keys, topics.catalog], sent)
+    messages = await consume(
+        kafka_bootstrap, [topics.usage, topics.keys, topics.catalog, topics.alerts], sent)
     assert len(messages) == sent
     decoded = {str(parse_event(message.value).event_id) for message in messages}
     assert decoded == {example.body["event_id"] for example in EXAMPLES}

@@ -33,6 +33,8 @@ DATABASE_COMMANDS = [
     ("migrate",), ("status",), ("keys", "list"), ("keys", "show", KEY_ID), ("dlq", "list"),
     ("dlq", "replay", "--all"), ("usage", "report"), ("models", "search", "gpt"),
     ("models", "show", "gpt-4o"), ("rebuild", "keys"), ("catalog", "import", "--dry-run"),
+    ("budgets", "list"), ("budgets", "alerts"),
+    ("budgets", "set", "owner:x", "--limit", "1", "--period", "day"),
 ]
 # Every command that talks to Kafka once PostgreSQL has answered (or without it).
 KAFKA_COMMANDS = [("topics", "ensure"), ("status",), ("rebuild", "keys")]

@@ -155,4 +155,5 @@ async def running_worker(
 
 async def _run_without_signals(worker: ProjectorWorker) -> None:
     tasks = [asyncio.create_task(r.run(worker.stop)) for r in worker.runners]
+    tasks += [asyncio.create_task(r.run(worker.stop)) for r in worker.relays]
     await asyncio.gather(*tasks)

@@ -128,7 +128,7 @@ async def test_stats_and_prometheus_metrics(rm: ReadModels, writer: Writer, pg_d
     stats = rm.stats()
     keys = stats.caches["api_keys"]
     assert keys.hits >= 2 and keys.misses >= 1 and keys.size == 1
-    assert 0 < keys.hit_rate < 1 and set(stats.caches) == {"api_keys", "models", "spend"}
+    assert 0 < keys.hit_rate < 1 and set(stats.caches) == {"api_keys", "models", "spend", "budgets"}
     assert stats.listening and 1 <= stats.pool.size <= stats.pool.max_size == 4
     registry = CollectorRegistry()
     async with ReadModels.open(make_settings(pg_dsn)) as second:
