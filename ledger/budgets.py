@@ -16,6 +16,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ledger.events import BudgetPeriod
+from ledger.exceptions import BudgetInputError
 from ledger.fields import MAX_ALERT_PERCENT, MAX_USD
 
 PERIODS: Final[tuple[str, ...]] = get_args(BudgetPeriod)
@@ -23,14 +24,6 @@ DEFAULT_THRESHOLDS: Final = (50, 80, 100)
 # The start of the one ``total`` period: it never resets (the SQL function says the same).
 TOTAL_START: Final = datetime(1970, 1, 1, tzinfo=UTC)
 KEY_PREFIX, OWNER_PREFIX = "key:", "owner:"
-
-
-class BudgetInputError(ValueError):
-    """Bad budget input; the message starts with the field it is about."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
 
 
 def key_scope(api_key_id: UUID | str) -> str:

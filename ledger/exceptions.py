@@ -132,3 +132,14 @@ class UnpricedUsageError(LedgerError, ValueError):
         )
         self.breakdown = breakdown
         self.unpriced = breakdown.unpriced
+
+
+class BudgetInputError(LedgerError, ValueError):
+    """Bad budget input (scope, limit, period, timezone, thresholds): the message starts with
+    the field it is about, so the CLI's one line names it."""
+
+    retriable = False
+
+    def __init__(self, field: str, problem: str = "invalid") -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field

@@ -185,7 +185,7 @@ class EventBuilder:
         alert_thresholds: list[int] | tuple[int, ...] = budgets.DEFAULT_THRESHOLDS,
         occurred_at: datetime | None = None,
     ) -> BudgetSet:
-        """A BudgetSet; ``budgets.BudgetInputError`` names the field of bad input (a limit
+        """A BudgetSet; ``ledger.exceptions.BudgetInputError`` names the field of bad input (a limit
         not above 0, an unknown period or time zone, a malformed scope)."""
         return _validated(BudgetSet, self._envelope(
             occurred_at, scope=budgets.canonical_scope(scope),

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ledger import budgets
 from ledger.events import EventBase
+from ledger.exceptions import BudgetInputError
 from ledger.producer import LedgerProducer
 from ops.cli import context
 from ops.cli.keys_cmd import _ALLOW_SPOOLED, _emit_one, _spooled
@@ -35,7 +36,7 @@ def _thresholds(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise budgets.BudgetInputError(
+        raise BudgetInputError(
             "--alert", f"takes percents separated by commas, got {text!r}") from None
     return budgets.check_thresholds(values)
 
@@ -61,7 +62,7 @@ def set_budget(
         budgets.check_period(period)
         budgets.zone(tz)
         thresholds = _thresholds(alert)
-    except budgets.BudgetInputError as exc:
+    except BudgetInputError as exc:
         _refuse(str(exc))
         return
     if not asyncio.run(_scope_exists(canonical)):
@@ -84,7 +85,7 @@ def remove_budget(scope: str = typer.Argument(..., help="key:<api_key_id> or own
     """Remove the scope's budget (a key's max_budget_usd still applies)."""
     try:
         canonical = budgets.canonical_scope(scope)
-    except budgets.BudgetInputError as exc:
+    except BudgetInputError as exc:
         _refuse(str(exc))
         return
     _, still_spooled = asyncio.run(_emit_one(lambda p: p.events.remove_budget(scope=canonical)))
