@@ -12,19 +12,20 @@
 from __future__ import annotations
 
 from integrations.litellm.auth import LedgerAuth, ledger_auth, user_api_key_auth
-from integrations.litellm.budget import BudgetReservations, estimate_cost
+from integrations.litellm.budget import estimate_cost, prompt_token_bound
 from integrations.litellm.callback import LedgerCallback, ledger_callback
-from integrations.litellm.mapping import ANONYMOUS_KEY_ID, KEY_ID_FIELD, usage_fields
+from integrations.litellm.mapping import ANONYMOUS_KEY_ID, HOLD_FIELD, KEY_ID_FIELD, usage_fields
 
 __all__ = [
     "ANONYMOUS_KEY_ID",
+    "HOLD_FIELD",
     "KEY_ID_FIELD",
-    "BudgetReservations",
     "LedgerAuth",
     "LedgerCallback",
     "estimate_cost",
     "ledger_auth",
     "ledger_callback",
+    "prompt_token_bound",
     "usage_fields",
     "user_api_key_auth",
 ]

@@ -28,13 +28,14 @@ import logging
 import secrets
 import uuid
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
 
-from integrations.litellm.budget import RESERVATION_FIELD, BudgetReservations, estimate_cost
-from integrations.litellm.mapping import KEY_ID_FIELD
+from integrations.litellm.budget import estimate_cost, prompt_token_bound
+from integrations.litellm.mapping import HOLD_FIELD, KEY_ID_FIELD
 from integrations.litellm.metrics import AUTH_DECISIONS
 from ledger.keys import hash_key
 from ledger.settings import Settings, load_settings
@@ -92,10 +93,11 @@ def _master_key() -> str | None:
 class LedgerAuth:
     """The hook as an object: one ``ReadModels`` per process, opened on first use."""
 
-    def __init__(self, settings: Settings | None = None, *,
-                 reservations: BudgetReservations | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, reserve: bool = True) -> None:
         self._settings = settings
-        self._reservations = reservations
+        # Hold each call's estimate on the key's budgets (docs/budgets.md); off, budgets are
+        # checked against spent + open holds only.
+        self._reserve = reserve
         self._readmodels: ReadModels | None = None
         self._opening: asyncio.Lock | None = None
         # key id -> (the ApiKey it was built from, the answer). Building a UserAPIKeyAuth
@@ -125,14 +127,26 @@ class LedgerAuth:
         body = await _request_body(request)
         model = _requested_model(request, body)
         models = self._readmodels if self._readmodels is not None else await self.readmodels()
-        decision = await models.keys.authorize(api_key or "", model)
+        estimate = await self._estimate(models, model, body) if self._reserve else None
+        decision = await models.keys.authorize(api_key or "", model, estimate_usd=estimate)
         _DECISIONS[decision.reason].inc()
         if not decision.allowed:
             raise refusal(decision)
-        return await self._granted(decision, api_key, model, body)
+        return self._granted(decision, api_key)
 
-    async def _granted(self, decision: Decision, api_key: str, model: str,
-                       body: Mapping[str, Any]) -> UserAPIKeyAuth:
+    async def _estimate(self, models: ReadModels, model: str,
+                        body: Mapping[str, Any]) -> Decimal | None:
+        """The most this call should cost, or None when the request sets no ``max_tokens`` or
+        the catalog cannot price the model (then nothing is held)."""
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not model:
+            return None
+        catalog_model = await models.models.get_by_name(model)
+        if catalog_model is None:
+            return None
+        return estimate_cost(catalog_model, max_tokens, prompt_token_bound(body))
+
+    def _granted(self, decision: Decision, api_key: str) -> UserAPIKeyAuth:
         key = decision.key
         if key is None:  # AUTHORIZE_ON_DB_ERROR=allow and the key was not in the cache
             # The hash, never the plaintext: LiteLLM logs this as user_api_key_hash.
@@ -145,31 +159,10 @@ class LedgerAuth:
                                          user_id=key.owner, metadata={KEY_ID_FIELD: str(key.id)}))
             self._grants[key.id] = grant
         metadata = {KEY_ID_FIELD: str(key.id)}
-        if self._reservations is not None:
-            reservation = await self._reserve(key.id, model, body)
-            if reservation is None:
-                raise refusal(Decision(False, Reason.OVER_BUDGET, key))
-            if reservation:
-                metadata[RESERVATION_FIELD] = reservation
+        if decision.hold_id is not None:
+            metadata[HOLD_FIELD] = decision.hold_id
         # A copy per request: LiteLLM writes request-scoped fields into the object it gets.
         return grant[1].model_copy(update={"metadata": metadata})
-
-    async def _reserve(self, key_id: uuid.UUID, model: str,
-                       body: Mapping[str, Any]) -> str | None:
-        """A reservation id, "" when nothing could be estimated, None when refused."""
-        assert self._reservations is not None
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-        found = await self.readmodels()
-        catalog_model = await found.models.get_by_name(model) if model else None
-        if not isinstance(max_tokens, int) or catalog_model is None:
-            return ""
-        estimate = estimate_cost(catalog_model, max_tokens)
-        if estimate is None:
-            return ""
-        reservation = str(uuid.uuid4())
-        if not await self._reservations.reserve(key_id, reservation, estimate):
-            return None
-        return reservation
 
 
 # The function a proxy config names: ``custom_auth: integrations.litellm.user_api_key_auth``.

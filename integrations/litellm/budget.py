@@ -1,43 +1,40 @@
-"""The seam for budget reservations (the budget issue has not landed yet).
+"""Budget reservations for LiteLLM calls: the estimate the auth hook reserves.
 
-When it lands, the ledger will hold a per-key reservation while a call is in flight, so
-that concurrent calls cannot overshoot a budget. The LiteLLM adapter is ready for it: the
-auth hook computes an exact estimate (the request's ``max_tokens`` at the model's output
-price, plus any prompt tokens it knows, priced by ``ledger.pricing``) and calls
-``reserve``; the callback calls ``settle`` with the call's request id once the call is
-recorded. Until an implementation is passed in, nothing is reserved and ``authorize``'s
-month-to-date check is the only budget check (the cost of calls in flight is not counted).
+The auth hook passes ``estimate_usd`` to ``ReadModels.keys.authorize`` when it can estimate
+the call (the request's ``max_tokens`` at the model's prices, exactly, by ``ledger.pricing``):
+an allowed decision then holds that amount on every budget ceiling of the key
+(docs/budgets.md) and its ``hold_id`` travels in the key's auth metadata to the callback, which
+puts it on the ``UsageRecorded`` it emits; projecting that event settles the hold with the
+actual cost. A failed call is recorded too (status ``error``), so its hold is settled as well.
+A request without ``max_tokens`` is checked against spent + open holds only (best effort).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Protocol
-from uuid import UUID
+from typing import Any
 
 from ledger.catalog import ModelRecord
 from ledger.pricing import Usage, price
 from readmodels import Model
 
-# Where the auth hook leaves the reservation's id for the callback (UserAPIKeyAuth.metadata).
-RESERVATION_FIELD = "ledger_reservation_id"
 
-
-class BudgetReservations(Protocol):
-    """What the budget implementation must offer the adapter."""
-
-    async def reserve(self, key_id: UUID, reservation_id: str, estimate_usd: Decimal) -> bool:
-        """Hold ``estimate_usd`` against the key's budget; False refuses the call."""
-        ...
-
-    async def settle(self, key_id: UUID, reservation_id: str) -> None:
-        """Release the hold: the call's recorded usage now counts instead."""
-        ...
+def prompt_token_bound(body: Mapping[str, Any]) -> int:
+    """At most this many prompt tokens: the bytes of the request's messages (or embedding
+    input) as JSON. A BPE token is at least one byte and the JSON punctuation outweighs the
+    few tokens a chat template adds per message, so this over-reserves (about 4x for English
+    text) rather than letting a call cost more than its hold."""
+    prompt = body.get("messages", body.get("input", body.get("prompt")))
+    if prompt is None:
+        return 0
+    return len(json.dumps(prompt, ensure_ascii=False, default=str).encode())
 
 
 def estimate_cost(model: Model, max_tokens: int, prompt_tokens: int = 0) -> Decimal | None:
-    """The most the call can cost at the model's standard prices, exactly; None when the
-    catalog has no price for what it would bill."""
+    """``max_tokens`` completion tokens and ``prompt_tokens`` prompt tokens at the model's
+    standard prices, exactly; None when the catalog has no price for what it would bill."""
     record = ModelRecord.from_berriai(
         model.name, {**model.prices, "litellm_provider": model.provider, "mode": model.mode})
     breakdown = price(record, Usage(prompt_tokens=max(prompt_tokens, 0),

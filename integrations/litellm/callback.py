@@ -26,8 +26,7 @@ from typing import Any, cast
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from integrations.litellm.budget import RESERVATION_FIELD, BudgetReservations
-from integrations.litellm.mapping import auth_metadata, usage_fields
+from integrations.litellm.mapping import usage_fields
 from integrations.litellm.metrics import CALLBACK_ERRORS, CALLBACK_EVENTS
 from integrations.litellm.slots import drain_orphans_in_background, start_in_free_slot
 from ledger.events import UsageRecorded
@@ -44,10 +43,8 @@ class LedgerCallback(CustomLogger):
     """A LiteLLM ``CustomLogger`` that records usage in the ledger."""
 
     def __init__(self, settings: Settings | None = None, *, source: str = SOURCE,
-                 producer: LedgerProducer | None = None,
-                 reservations: BudgetReservations | None = None) -> None:
+                 producer: LedgerProducer | None = None) -> None:
         super().__init__()
-        self._reservations = reservations
         self._settings = settings
         self.source = source
         self._producer = producer
@@ -119,19 +116,6 @@ class LedgerCallback(CustomLogger):
         self.emitted += 1
         # Children bound once: labels() costs more than the increment on this path.
         (_SUCCEEDED if event.status == "success" else _FAILED).inc()
-        if self._reservations is not None:
-            await self._settle(kwargs, event)
-
-    async def _settle(self, kwargs: Mapping[str, Any], event: UsageRecorded) -> None:
-        reservation = auth_metadata(kwargs).get(RESERVATION_FIELD)
-        if not reservation or self._reservations is None:
-            return
-        try:
-            await self._reservations.settle(event.api_key_id, str(reservation))
-        except Exception:
-            self.errors += 1
-            CALLBACK_ERRORS.labels("settle").inc()
-            log.exception("ledger: could not settle the budget reservation of a LiteLLM call")
 
     async def _start(self) -> LedgerProducer:
         # One start for every callback that arrives while Kafka is being reached.

@@ -28,6 +28,7 @@ ANONYMOUS_KEY_ID = uuid.uuid5(NAMESPACE, "litellm-anonymous")
 # Where the ledger's custom_auth leaves the key id (UserAPIKeyAuth.metadata), and where an
 # SDK caller may put it (``metadata=`` of litellm.acompletion).
 KEY_ID_FIELD = "ledger_api_key_id"
+HOLD_FIELD = "ledger_hold_id"  # set by the auth hook when it held an estimate
 
 _EMPTY: Mapping[str, Any] = {}
 
@@ -231,5 +232,7 @@ def usage_fields(kwargs: Mapping[str, Any], response: object) -> dict[str, Any]:
         occurred_at=(datetime.fromtimestamp(float(ended), UTC)
                      if isinstance(ended, int | float) else datetime.now(UTC)),
         metadata=metadata,
+        # The budget hold the auth hook took for this call: projecting the event settles it.
+        hold_id=_text(auth_metadata(kwargs).get(HOLD_FIELD)),
     )
     return fields

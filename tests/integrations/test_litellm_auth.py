@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,12 +12,19 @@ import pytest
 from litellm.proxy._types import ProxyException
 from starlette.requests import Request
 
-from integrations.litellm import KEY_ID_FIELD, LedgerAuth, LedgerCallback, estimate_cost
-from integrations.litellm.budget import RESERVATION_FIELD
+from integrations.litellm import (
+    HOLD_FIELD,
+    KEY_ID_FIELD,
+    LedgerAuth,
+    LedgerCallback,
+    estimate_cost,
+    prompt_token_bound,
+)
 from ledger.settings import Settings
 from readmodels import Model
 from tests.polling import wait_until
 from tests.readmodels.conftest import Writer, make_settings
+from tests.readmodels.test_budgets import outstanding, set_budget
 
 
 def _request(body: dict[str, Any]) -> Request:
@@ -30,24 +36,6 @@ def _request(body: dict[str, Any]) -> Request:
     return Request({"type": "http", "method": "POST", "path": "/v1/chat/completions",
                     "headers": [(b"content-type", b"application/json")], "query_string": b"",
                     "path_params": {}}, receive)
-
-
-class Reservations:
-    """Records what the adapter asks of the budget implementation; refuses above a limit."""
-
-    def __init__(self, limit: Decimal) -> None:
-        self.limit = limit
-        self.reserved: list[tuple[uuid.UUID, str, Decimal]] = []
-        self.settled: list[tuple[uuid.UUID, str]] = []
-
-    async def reserve(self, key_id: uuid.UUID, reservation_id: str, estimate_usd: Decimal) -> bool:
-        if estimate_usd > self.limit:
-            return False
-        self.reserved.append((key_id, reservation_id, estimate_usd))
-        return True
-
-    async def settle(self, key_id: uuid.UUID, reservation_id: str) -> None:
-        self.settled.append((key_id, reservation_id))
 
 
 @pytest.fixture
@@ -108,33 +96,51 @@ def test_the_estimate_is_exact() -> None:
     assert estimate_cost(model, 333, prompt_tokens=7) == Decimal("0.0033475")
 
 
-async def test_a_reservation_is_made_by_the_hook_and_settled_by_the_callback(
+async def test_the_hook_holds_the_estimate_on_the_budget_and_the_event_carries_the_hold(
     pg_dsn: str, writer: Writer, settings: Settings
 ) -> None:
+    """A request with max_tokens holds its exact estimate on every ceiling of the key; one
+    that would pass the cap is refused over_budget; the callback puts the hold id on the
+    UsageRecorded, whose projection settles it (tests/projections/test_budget_projection.py)."""
     plaintext, key_id, _ = await writer.add_key()
     await writer.add_model("gpt-4o", "openai", input_cost="0.00001")
-    reservations = Reservations(limit=Decimal("0.5"))
-    hook = LedgerAuth(make_settings(pg_dsn), reservations=reservations)
+    await set_budget(writer, f"key:{key_id}", "0.5")
+    hook = LedgerAuth(make_settings(pg_dsn))
+    body = {"model": "gpt-4o", "max_tokens": 1000}
     try:
-        granted = await hook(_request({"model": "gpt-4o", "max_tokens": 1000}), plaintext)
+        granted = await hook(_request(body), plaintext)
         refused = await _refused_with(hook, {"model": "gpt-4o", "max_tokens": 10**6}, plaintext)
+        unheld = await hook(_request({"model": "gpt-4o"}), plaintext)  # no max_tokens
     finally:
         await hook.close()
-    [(reserved_key, reservation, estimate)] = reservations.reserved
-    assert (reserved_key, estimate) == (key_id, Decimal("0.01"))  # 1000 x 0.00001, exactly
-    assert granted.metadata[RESERVATION_FIELD] == reservation
+    hold = granted.metadata[HOLD_FIELD]
+    assert isinstance(hold, str) and hold
+    assert HOLD_FIELD not in unheld.metadata
     assert (refused.code, refused.openai_code) == ("403", "over_budget")
+    # Held in PostgreSQL as part of a lease: at least this call's estimate is outstanding.
+    assert await outstanding(writer.conn, f"key:{key_id}") >= Decimal("0.01")
 
-    callback = LedgerCallback(settings, reservations=reservations)
+    callback = LedgerCallback(settings)
     kwargs = {"litellm_call_id": "call-1", "standard_logging_object": {
         "litellm_call_id": "call-1", "status": "success", "model": "gpt-4o",
         "prompt_tokens": 3, "completion_tokens": 5,
         "metadata": {"user_api_key_auth_metadata": dict(granted.metadata)}}}
-    try:
-        await callback.record(kwargs, None)
-    finally:
-        await callback.close()
-    assert callback.errors == 0 and reservations.settled == [(key_id, reservation)]
+    event = callback.build_event(kwargs, None)
+    assert (event.api_key_id, event.hold_id) == (key_id, hold)
+
+
+def test_the_prompt_bound_is_never_below_litellms_token_count() -> None:
+    """The hold must cover the prompt: its bound (bytes of the JSON) is at least the tokens
+    LiteLLM counts for the same messages, in English, accented and CJK text."""
+    import litellm
+
+    for text in ("hello world " * 50, "héllo wörld " * 50, "日本語のテキスト" * 40, "a"):
+        messages = [{"role": "system", "content": "You are terse."},
+                    {"role": "user", "content": text}]
+        counted = litellm.token_counter(model="gpt-4o", messages=messages)
+        assert prompt_token_bound({"messages": messages}) >= counted
+    assert prompt_token_bound({"input": ["one", "two"]}) >= 2
+    assert prompt_token_bound({}) == 0
 
 
 async def _refused_with(hook: LedgerAuth, body: dict[str, Any], key: str) -> ProxyException:
