@@ -32,7 +32,11 @@ def _ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 
 def _env(settings: Settings, **overrides: str) -> dict[str, str]:
-    return {**os.environ, **settings.environment(), **overrides}
+    env = {**os.environ, **settings.environment(), **overrides}
+    for name, value in overrides.items():  # LEDGER_DATABASE_URL would win over DATABASE_URL
+        if f"LEDGER_{name}" in env:
+            env[f"LEDGER_{name}"] = value
+    return env
 
 
 @asynccontextmanager

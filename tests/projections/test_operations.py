@@ -113,7 +113,9 @@ async def test_status_and_metrics_of_a_running_worker(settings: Settings, tmp_pa
 async def test_sigterm_stops_a_worker_whose_database_never_answered(
     settings: Settings, tmp_path: Path
 ) -> None:
-    env = {**_env(settings), "DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/x"}
+    nowhere = f"postgresql://nobody@127.0.0.1:{free_port()}/x"
+    # Both names: environment() writes LEDGER_DATABASE_URL too, and it is read first.
+    env = {**_env(settings), "DATABASE_URL": nowhere, "LEDGER_DATABASE_URL": nowhere}
     with (tmp_path / "worker.log").open("wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "ops", "project"], env=env,
                                   stdout=log, stderr=log, stdin=subprocess.DEVNULL)
