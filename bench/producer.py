@@ -35,8 +35,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ledger.events import Topics, UsageRecorded
+from ledger.events import UsageRecorded
 from ledger.producer import LedgerProducer
+from ledger.routing import Topics
 from ledger.topics import TopicSpec, ensure_topics
 from ops.devstack import EmbeddedBroker
 from ops.devstack.ports import free_port

@@ -34,10 +34,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ledger.events import Topics
 from ledger.producer import LedgerProducer
 from ledger.producer.sending import route_table
 from ledger.producer.spool import SPOOL_FILE, Spool, SpoolRecord
+from ledger.routing import Topics
 
 
 def sample_record() -> SpoolRecord:

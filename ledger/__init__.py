@@ -4,7 +4,8 @@
         await producer.emit(producer.events.usage(api_key_id=..., request_id=..., ...))
 """
 
-from ledger.events import Event, EventBase, dump_event, parse_event
+from ledger.codec import dump_event, parse_event
+from ledger.events import Event, EventBase
 from ledger.exceptions import LedgerError
 from ledger.keys import generate_key, hash_key
 from ledger.pricing import calculate_cost

@@ -8,8 +8,6 @@ binary float; numbers are accepted on input.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
@@ -18,12 +16,10 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
-    ValidationError,
     field_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from ledger.exceptions import EventDecodeError
 from ledger.fields import (
     BudgetScope,
     Count,
@@ -44,7 +40,6 @@ from ledger.fields import (
     ServiceTier,
     Uuid,
 )
-from ledger.settings import Settings
 
 ENVELOPE_FIELDS = frozenset({"event_id", "type", "schema_version", "occurred_at", "source"})
 
@@ -394,124 +389,3 @@ CURRENT_VERSIONS: dict[str, int] = {
 }
 
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-
-# Precomputed per class so the producer's hot path does no string formatting. Shared
-# tuples, never handed out for mutation (event_headers returns a copy).
-HEADERS_BY_CLASS: dict[type[EventBase], tuple[tuple[str, bytes], ...]] = {
-    cls: (
-        ("type", _default_of(cls, "type").encode()),
-        ("schema_version", str(_default_of(cls, "schema_version")).encode()),
-    )
-    for cls in EVENT_CLASSES
-}
-
-
-def _default_topic(family: str) -> str:
-    """A family's default topic name, as ``Settings`` declares it (written only there)."""
-    default = Settings.model_fields[f"topic_{family}"].default
-    assert isinstance(default, str)
-    return default
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """Topic names by family, as ``Settings.topic_usage``, ``topic_keys`` ... name them."""
-
-    usage: str = _default_topic("usage")
-    keys: str = _default_topic("keys")
-    catalog: str = _default_topic("catalog")
-    alerts: str = _default_topic("alerts")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Topics:
-        """The one construction from settings (TOPIC_USAGE, _KEYS, _CATALOG, _ALERTS)."""
-        return cls(usage=settings.topic_usage, keys=settings.topic_keys,
-                   catalog=settings.topic_catalog, alerts=settings.topic_alerts)
-
-
-def topic_for(event: EventBase, topics: Topics) -> str:
-    """The topic ``event`` is published to."""
-    topic: str = getattr(topics, event.topic_family)
-    return topic
-
-
-def partition_key(event: EventBase) -> bytes:
-    """The Kafka message key: api_key_id for usage/key events, the name for catalog ones."""
-    return event.partition_key().encode()
-
-
-def event_headers(event: EventBase) -> list[tuple[str, bytes]]:
-    """Kafka headers ``type`` and ``schema_version`` (so routers need not parse the body)."""
-    return list(HEADERS_BY_CLASS[type(event)])
-
-
-_ALWAYS_WRITTEN = frozenset({"type", "schema_version"})
-
-
-def dump_event(event: EventBase) -> bytes:
-    """Compact UTF-8 JSON of ``event``; an ApiKeyUpdated keeps only the fields it sets."""
-    if type(event) is ApiKeyUpdated:
-        # The fields it sets, and always the envelope's type and schema_version.
-        written = event.model_fields_set | _ALWAYS_WRITTEN
-        return event.model_dump_json(include=written).encode()
-    # The bound serializer skips model_dump_json's argument handling; this is the hot path.
-    return event.__pydantic_serializer__.to_json(event)
-
-
-def parse_event(data: bytes | str | None) -> Event:
-    """Decode one message body into its current-version model.
-
-    The common case (current schema version) is a single ``validate_json``; only when that
-    fails is the JSON loaded as a dict to tell an old version (upcast it), a newer one or an
-    unknown type (distinct errors, for dead-lettering) from a plain schema violation.
-    """
-    if not isinstance(data, bytes | bytearray | memoryview | str):
-        # A tombstone (null value) or anything else that is not a message body.
-        kind = "a null value (tombstone)" if data is None else type(data).__name__
-        raise EventDecodeError(f"not an event: {kind}")
-    try:
-        event = EVENT_ADAPTER.validate_json(data)
-    except ValidationError as fast_error:
-        # Imported here because upcasting imports this module's models.
-        from ledger.upcasting import decode_slow_path
-
-        return decode_slow_path(data, fast_error)
-    if "schema_version" not in event.model_fields_set:
-        # The model's default would read a message without a version as the current one.
-        raise EventDecodeError("schema_version: Field required")
-    if _mentions_constant(data):
-        try:  # rare: only a body that contains the words at all pays for a second parse
-            json.loads(data if not isinstance(data, memoryview) else bytes(data),
-                       parse_constant=refuse_constant)
-        except ValueError as error:
-            raise EventDecodeError(f"invalid JSON: {error}") from error
-    return event
-
-
-def refuse_constant(name: str) -> Any:
-    """json.loads' parse_constant: NaN, Infinity and -Infinity are not JSON."""
-    raise ValueError(f"{name} is not JSON")
-
-
-def _mentions_constant(data: bytes | bytearray | memoryview | str) -> bool:
-    # pydantic's parser takes NaN and Infinity, which JSON (and so the schema) does not
-    # have: one left where no field looks at it (under a later duplicate key) would pass.
-    if isinstance(data, str):
-        return "NaN" in data or "Infinity" in data
-    view = data if isinstance(data, bytes | bytearray) else bytes(data)
-    return b"NaN" in view or b"Infinity" in view
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """Compact "field: message" lines naming each offending field."""
-    parts = []
-    for item in error.errors(include_url=False):
-        location = ".".join(str(part) for part in item["loc"]) or "<root>"
-        parts.append(f"{location}: {item['msg']}")
-    return "; ".join(parts)
-
-
-def decode_error_from(error: ValidationError) -> EventDecodeError:
-    decode_error = EventDecodeError(describe_validation_error(error))
-    decode_error.__cause__ = error
-    return decode_error

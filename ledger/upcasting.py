@@ -17,13 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ledger.events import (
-    CURRENT_VERSIONS,
-    EVENT_ADAPTER,
-    Event,
-    decode_error_from,
-    refuse_constant,
-)
+from ledger.codec import decode_error_from, refuse_constant
+from ledger.events import CURRENT_VERSIONS, EVENT_ADAPTER, Event
 from ledger.exceptions import (
     EventDecodeError,
     UnknownEventTypeError,

@@ -50,6 +50,7 @@ from ledger.catalog.berriai import (
     load_snapshot,
     providers_from_price_map,
 )
+from ledger.codec import dump_event
 from ledger.db import connect
 from ledger.events import (
     EventBase,
@@ -58,12 +59,11 @@ from ledger.events import (
     ModelRetired,
     ModelUpserted,
     ProviderUpserted,
-    Topics,
-    dump_event,
 )
 from ledger.exceptions import LedgerError
 from ledger.fields import EARLIEST
 from ledger.producer import Delivery, LedgerProducer
+from ledger.routing import Topics
 from ledger.settings import Settings
 from ops.exceptions import CatalogImportError
 from projections.storage import read_checkpoints

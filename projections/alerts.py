@@ -20,11 +20,13 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from ledger.codec import dump_event
 from ledger.db import DatabaseConnectError, connect
-from ledger.events import BudgetThresholdCrossed, dump_event, event_headers, partition_key
+from ledger.events import BudgetThresholdCrossed
+from ledger.routing import event_headers, partition_key
 from ledger.settings import Settings
-from projections.budgets import ALERT_CHANNEL
 from projections.outage import DB_OUTAGE
+from projections.storage import ALERT_CHANNEL
 
 log = logging.getLogger("ledger.projector")
 

@@ -30,8 +30,7 @@ from ledger import budgets
 from ledger.events import BudgetRemoved, BudgetSet
 from ledger.invalidation import Invalidation
 from projections.base import lock_key
-
-ALERT_CHANNEL = "ledger_budget_alert"
+from projections.storage import NOTIFY_ALERTS as _NOTIFY_ALERTS
 
 _CEILINGS = """
     SELECT scope, period, timezone, limit_usd, alert_thresholds FROM budgets
@@ -71,11 +70,6 @@ def _alert_ctes(spend_rows: str) -> str:
 )"""
 
 
-# One NOTIFY per new alert, delivered when the transaction commits.
-_NOTIFY_ALERTS = f"""(SELECT count(pg_notify('{ALERT_CHANNEL}', json_build_object(
-           'scope', scope, 'period', period, 'period_start', period_start,
-           'threshold', threshold, 'limit_usd', limit_usd::text, 'spent', spent::text,
-           'event_id', event_id)::text)) FROM alerted)"""
 
 # Appended to the usage batch statement after its CTEs; reads ``claimed``. Ceilings are
 # looked up for the batch's keys only (primary keys), never by scanning budgets or keys.

@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from ledger.events import parse_event
+from ledger.codec import parse_event
 from ledger.exceptions import EventDecodeError
 from projections.base import Envelope, Failure, RawMessage
 from projections.logidentity import Anchor, record_digest

@@ -253,6 +253,17 @@ async def mark_still_failing(
 # -- notifications -----------------------------------------------------------------------------
 
 
+# Budget alerts have their own channel (the alerts relay and in-process listeners wait on it).
+ALERT_CHANNEL = "ledger_budget_alert"
+
+# A SQL fragment for the usage batch statement: one NOTIFY per new row of its ``alerted``
+# CTE, delivered when the transaction commits (projections.budgets splices it in).
+NOTIFY_ALERTS = f"""(SELECT count(pg_notify('{ALERT_CHANNEL}', json_build_object(
+           'scope', scope, 'period', period, 'period_start', period_start,
+           'threshold', threshold, 'limit_usd', limit_usd::text, 'spent', spent::text,
+           'event_id', event_id)::text)) FROM alerted)"""
+
+
 async def notify(conn: asyncpg.Connection, change: Invalidation) -> None:
     """NOTIFY the read models of ``change``; PostgreSQL delivers it when the caller commits."""
     if change.is_empty():

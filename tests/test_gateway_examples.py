@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from ledger.events import UsageRecorded, parse_event
+from ledger.codec import parse_event
+from ledger.events import UsageRecorded
 from ledger.producer import partition_for_key
 from ledger.settings import Settings
 from tests.ledger.producer_helpers import consume

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ledger.events import Topics
 from ledger.kafka_metadata import forbid_topic_autocreation
 from ledger.producer.builders import UNSET, EventBuilder
 from ledger.producer.producer import LedgerProducer
 from ledger.producer.sending import Delivery, partition_for_key
 from ledger.producer.spool import Spool, SpoolRecord
+from ledger.routing import Topics
 
 __all__ = [
     "UNSET",

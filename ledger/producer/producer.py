@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from ledger.events import EventBase, Topics
+from ledger.events import EventBase
 from ledger.exceptions import ProducerClosedError, ProducerError, SettingsError
 from ledger.producer.builders import EventBuilder
 from ledger.producer.metrics import StallWatch, spool_collector
@@ -55,6 +55,7 @@ from ledger.producer.sending import (
 )
 from ledger.producer.spool import Spool, SpoolRecord
 from ledger.producer.spooling import SpoolingMixin
+from ledger.routing import Topics
 
 if TYPE_CHECKING:
     from ledger.settings import Settings

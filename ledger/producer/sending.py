@@ -21,16 +21,11 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
-from ledger.events import (
-    EVENT_CLASSES,
-    HEADERS_BY_CLASS,
-    ApiKeyUpdated,
-    EventBase,
-    Topics,
-    dump_event,
-)
+from ledger.codec import dump_event
+from ledger.events import EVENT_CLASSES, ApiKeyUpdated, EventBase
 from ledger.exceptions import LogRewoundError
 from ledger.producer.spool import SpoolRecord
+from ledger.routing import HEADERS_BY_CLASS, Topics
 
 
 class PendingItem:

@@ -13,9 +13,10 @@ import litellm
 from integrations.litellm import LedgerCallback
 from integrations.litellm.slots import drain_orphans, slot_dir, start_in_free_slot
 from ledger.catalog.berriai import load_price_map
-from ledger.events import Topics, dump_event, event_headers, partition_key
+from ledger.codec import dump_event
 from ledger.producer import EventBuilder
 from ledger.producer.spool import Spool, SpoolRecord
+from ledger.routing import Topics, event_headers, partition_key
 from ledger.settings import Settings
 from ops.catalog_import import CatalogImporter
 from tests.integrations.litellm_calls import CALLS, MODELS, Capture, registered, settle

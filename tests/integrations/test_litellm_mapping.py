@@ -15,7 +15,7 @@ import pytest
 from integrations.litellm import ANONYMOUS_KEY_ID, KEY_ID_FIELD, LedgerCallback, usage_fields
 from integrations.litellm.mapping import NAMESPACE, derived_id
 from integrations.litellm.metrics import CALLBACK_ERRORS
-from ledger.events import dump_event
+from ledger.codec import dump_event
 from ledger.producer import LedgerProducer
 from ledger.producer.spool import Spool
 from ledger.settings import Settings

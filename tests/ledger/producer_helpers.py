@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from ledger.events import Topics
+from ledger.routing import Topics
 from ledger.topics import TopicSpec, ensure_topics
 from ops.devstack import EmbeddedBroker
 from ops.devstack.ports import free_port

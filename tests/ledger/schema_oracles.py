@@ -17,7 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ledger.events import CURRENT_VERSIONS, parse_event
+from ledger.codec import parse_event
+from ledger.events import CURRENT_VERSIONS
 from ledger.exceptions import EventDecodeError
 from ledger.schema import event_json_schema
 

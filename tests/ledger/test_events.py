@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 import pytest
 from pydantic import ValidationError
 
+from ledger.codec import dump_event, parse_event
 from ledger.events import (
     CURRENT_VERSIONS,
     EVENT_TYPES,
@@ -18,13 +19,7 @@ from ledger.events import (
     ApiKeyUpdated,
     ModelAliasSet,
     ModelUpserted,
-    Topics,
     UsageRecorded,
-    dump_event,
-    event_headers,
-    parse_event,
-    partition_key,
-    topic_for,
 )
 from ledger.exceptions import (
     EventDecodeError,
@@ -33,6 +28,7 @@ from ledger.exceptions import (
 )
 from ledger.keys import generate_key, hash_key, is_key_hash
 from ledger.producer.builders import EventBuilder, create_key, update_key, usage
+from ledger.routing import Topics, event_headers, partition_key, topic_for
 from ledger.settings import Settings
 
 KEY_ID = UUID("3f1c2a8e-5b7d-4e09-9a41-6c2f0d8b7e15")

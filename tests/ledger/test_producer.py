@@ -18,6 +18,7 @@ from aiokafka.errors import (
 )
 from prometheus_client import REGISTRY
 
+from ledger.codec import dump_event, parse_event
 from ledger.events import (
     ApiKeyRevoked,
     EventBase,
@@ -30,10 +31,6 @@ from ledger.events import (
     ProviderRemoved,
     ProviderUpserted,
     UsageRecorded,
-    dump_event,
-    event_headers,
-    parse_event,
-    partition_key,
 )
 from ledger.exceptions import (
     ProducerClosedError,
@@ -43,6 +40,7 @@ from ledger.exceptions import (
 )
 from ledger.keys import generate_key
 from ledger.producer import Delivery, LedgerProducer, Spool, partition_for_key
+from ledger.routing import event_headers, partition_key
 from ledger.settings import load_settings
 from ops.devstack.ports import free_port
 from tests.ledger.producer_helpers import (

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.events import dump_event, parse_event
+from ledger.codec import dump_event, parse_event
 from ledger.fields import MAX_DECIMAL_PLACES, USD_DIGITS
 from ledger.wiretext import MAX_DECIMAL_TEXT, compile_body, decimal_text
 from tests.ledger.schema_oracles import (

@@ -12,12 +12,14 @@ from uuid import uuid4
 
 import pytest
 
-from ledger.events import Topics, UsageRecorded, parse_event
+from ledger.codec import parse_event
+from ledger.events import UsageRecorded
 from ledger.exceptions import SpoolLockedError
 from ledger.producer import LedgerProducer
 from ledger.producer import spool as spool_module
 from ledger.producer.spool import Spool, SpoolRecord
 from ledger.producer.spool_frames import encode_record
+from ledger.routing import Topics
 from tests.ledger.producer_helpers import consume, create_topics, private_broker, unique_topics
 from tests.polling import wait_until
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.events import parse_event
+from ledger.codec import parse_event
 from ledger.producer import LedgerProducer
 from ledger.producer import spool as spool_module
 from ledger.producer.spool import Spool, SpoolRecord

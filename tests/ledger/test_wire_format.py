@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from ledger.events import CURRENT_VERSIONS, EVENT_TYPES, Topics, parse_event, topic_for
+from ledger.codec import parse_event
+from ledger.events import CURRENT_VERSIONS, EVENT_TYPES
+from ledger.routing import Topics, topic_for
 from ledger.schema import event_json_schema
 from tests.ledger.producer_helpers import consume, create_topics, unique_topics
 

@@ -20,13 +20,8 @@ from typing import Any
 import pytest
 
 from ledger.catalog import load_price_map, load_snapshot, snapshot_path
-from ledger.events import (
-    ModelAliasSet,
-    ModelRetired,
-    ModelUpserted,
-    ProviderUpserted,
-    dump_event,
-)
+from ledger.codec import dump_event
+from ledger.events import ModelAliasSet, ModelRetired, ModelUpserted, ProviderUpserted
 from ledger.settings import Settings
 from ops.catalog_import import (
     CatalogImportError,

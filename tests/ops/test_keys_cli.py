@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ledger.events import ApiKeyCreated, ApiKeyRevoked, Topics, parse_event
+from ledger.codec import parse_event
+from ledger.events import ApiKeyCreated, ApiKeyRevoked
 from ledger.keys import hash_key
 from ledger.producer import LedgerProducer
+from ledger.routing import Topics
 from ledger.settings import Settings
 from ops.devstack.ports import free_port
 from tests.ledger.producer_helpers import consume, create_topics, unique_topics

@@ -20,7 +20,9 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from ledger.events import EventBase, Topics, UsageRecorded, dump_event, partition_key, topic_for
+from ledger.codec import dump_event
+from ledger.events import EventBase, UsageRecorded
+from ledger.routing import Topics, partition_key, topic_for
 from ledger.settings import Settings
 from projections import ProjectorWorker
 from tests.polling import wait_until

@@ -11,7 +11,8 @@ from decimal import Decimal
 import asyncpg
 
 from ledger import budgets
-from ledger.events import BudgetThresholdCrossed, parse_event
+from ledger.codec import parse_event
+from ledger.events import BudgetThresholdCrossed
 from ledger.producer import EventBuilder
 from ledger.settings import Settings
 from projections import make_projection

@@ -12,7 +12,8 @@ import uuid
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from ledger.events import dump_event, event_headers
+from ledger.codec import dump_event
+from ledger.routing import event_headers
 from projections.decoding import decode_batch
 from tests.projections.helpers import usage_event
 

@@ -21,7 +21,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Producer
 
-from ledger.events import UsageRecorded, dump_event
+from ledger.codec import dump_event
+from ledger.events import UsageRecorded
 from ledger.settings import Settings
 from projections.base import Envelope
 from projections.status import log_ends

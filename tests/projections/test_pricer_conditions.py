@@ -13,7 +13,8 @@ from typing import Any
 import asyncpg
 
 from ledger.catalog import snapshot_path
-from ledger.events import UsageRecorded, parse_event
+from ledger.codec import parse_event
+from ledger.events import UsageRecorded
 from ledger.settings import Settings
 from projections.pricer import CatalogPricer
 from projections.usage import fingerprint

@@ -25,7 +25,8 @@ from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.record._crc32c import crc as crc32c
 from aiokafka.record.default_records import DefaultRecordBase, DefaultRecordBatchBuilder
 
-from ledger.events import ApiKeyRevoked, dump_event
+from ledger.codec import dump_event
+from ledger.events import ApiKeyRevoked
 from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
 from projections import PROJECTION_NAMES, RebuildError, make_projection
