@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
-from starlette.requests import Request
 
 from bench.scratch_db import migrated_database
 from integrations.litellm import LedgerAuth, LedgerCallback
@@ -49,7 +48,7 @@ from ledger.settings import Settings
 from ledger.topics import TopicSpec, ensure_topics
 from ops.devstack import EmbeddedBroker
 from ops.devstack.ports import free_port
-from tests.integrations.litellm_calls import CALLS, Capture, chat, registered, settle
+from tests.integrations.litellm_calls import CALLS, Capture, chat, proxy_request, registered, settle
 
 
 def calibration() -> float:
@@ -156,17 +155,6 @@ async def bench_acompletion(settings: Settings, rounds: int) -> dict[str, Any]:
             "recorded": callback.emitted}
 
 
-def _request(body: dict[str, Any]) -> Request:
-    payload = json.dumps(body).encode()
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": payload, "more_body": False}
-
-    return Request({"type": "http", "method": "POST", "path": "/v1/chat/completions",
-                    "headers": [(b"content-type", b"application/json")], "query_string": b"",
-                    "path_params": {}}, receive)
-
-
 async def bench_auth(dsn: str, calls: int, keys: int = 100) -> dict[str, Any]:
     from litellm.proxy.common_utils.http_parsing_utils import _read_request_body
 
@@ -185,7 +173,7 @@ async def bench_auth(dsn: str, calls: int, keys: int = 100) -> dict[str, Any]:
     hook = LedgerAuth(Settings(database_url=dsn))
     requests = []
     for index in range(keys):  # the proxy reads (and caches) the body before custom_auth
-        request = _request({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+        request = proxy_request({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
                             "max_tokens": 100 + index})
         await _read_request_body(request=request)
         requests.append(request)

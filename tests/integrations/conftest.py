@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 
-import asyncpg
-import pytest
-
-from tests.readmodels.conftest import Writer
+from tests.readmodels.conftest import writer  # noqa: F401  (the fixture, shared)
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 os.environ.setdefault("LITELLM_TELEMETRY", "False")
 
 
-@pytest.fixture
-async def writer(pg_dsn: str) -> AsyncIterator[Writer]:
-    """Rows written as the projector writes them (tests/readmodels/conftest.py's Writer)."""
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        yield Writer(conn)
-    finally:
-        await conn.close()

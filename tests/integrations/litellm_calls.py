@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from litellm.types.utils import (
     PromptTokensDetailsWrapper,
     Usage,
 )
+from starlette.requests import Request
 
 MESSAGES = [{"role": "user", "content": "How many tokens is this?"}]
 
@@ -125,3 +127,15 @@ async def settle(capture: Capture, expected: int, timeout: float = 10.0) -> None
         if loop.time() > deadline:
             raise AssertionError(f"{len(capture.calls)} of {expected} callbacks arrived")
         await asyncio.sleep(0.01)
+
+
+def proxy_request(body: dict[str, Any]) -> Request:
+    """A chat completion request as the proxy hands it to custom_auth."""
+    payload = json.dumps(body).encode()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": payload, "more_body": False}
+
+    return Request({"type": "http", "method": "POST", "path": "/v1/chat/completions",
+                    "headers": [(b"content-type", b"application/json")], "query_string": b"",
+                    "path_params": {}}, receive)

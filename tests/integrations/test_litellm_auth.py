@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,7 +9,6 @@ from typing import Any
 
 import pytest
 from litellm.proxy._types import ProxyException
-from starlette.requests import Request
 
 from integrations.litellm import (
     HOLD_FIELD,
@@ -22,20 +20,10 @@ from integrations.litellm import (
 )
 from ledger.settings import Settings
 from readmodels import Model
+from tests.integrations.litellm_calls import proxy_request as _request
 from tests.polling import wait_until
 from tests.readmodels.conftest import Writer, make_settings
 from tests.readmodels.test_budgets import outstanding, set_budget
-
-
-def _request(body: dict[str, Any]) -> Request:
-    payload = json.dumps(body).encode()
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": payload, "more_body": False}
-
-    return Request({"type": "http", "method": "POST", "path": "/v1/chat/completions",
-                    "headers": [(b"content-type", b"application/json")], "query_string": b"",
-                    "path_params": {}}, receive)
 
 
 @pytest.fixture
