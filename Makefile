@@ -39,7 +39,11 @@ unit: install
 
 test: lint typecheck unit
 
-bench: install
+$(BIN)/.bench-installed: pyproject.toml $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: install $(BIN)/.bench-installed
 	$(BIN)/python bench/run_all.py
 
 clean-dev: install

@@ -1,6 +1,7 @@
 """Benchmark of the usage projector (a script, not a test).
 
-    .venv/bin/python bench/projector.py [--events 200000] [--baseline 10000] [--rate 10000]
+    .venv/bin/python bench/projector.py [--events 200000] [--baseline 10000] [--peer 10000]
+        [--rate 10000]
 
 Starts a private embedded PostgreSQL and broker (or uses DATABASE_URL/KAFKA_BOOTSTRAP_SERVERS)
 and measures, in one run:
@@ -9,6 +10,9 @@ and measures, in one run:
   committed batch to the last: Kafka -> decode -> COPY -> dedup -> summaries -> commit.
 * ``baseline``: the repository pattern a gateway would write first, one transaction per event
   with an INSERT and a summary UPSERT, on the same server; and the ratio.
+* ``peer``: the ``eventsourcing`` library's PostgreSQL tracking-record projection doing the
+  same summary upsert, one transaction per event with its tracking record
+  (bench/peer_eventsourcing.py), on the same events and server; and the ratio.
 * ``lag``: a fixed offered load (events/s) for a while, the worker in its own process; the
   lag of each event is from its emission to the moment the projector's post-commit
   notification reaches a listener, i.e. when it is queryable. Each event has its own api key
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from peer_eventsourcing import run_peer
 
 from ledger.events import UsageRecorded
 from ledger.invalidation import CHANNEL, decode
@@ -239,6 +244,12 @@ async def baseline(s: Stack, n: int) -> dict[str, Any]:
         return {"events": n, "events_per_s": round(n / elapsed)}
 
 
+async def peer(s: Stack, n: int) -> dict[str, Any]:
+    """The eventsourcing library's projection over the same kind of traffic."""
+    async with scratch_db(s.dsn) as dsn:
+        return await asyncio.to_thread(run_peer, dsn, gateway_traffic(n))
+
+
 async def lag(s: Stack, rate: int, seconds: float) -> dict[str, Any]:
     """The worker runs in its own process (``ledger project``), as in production."""
     async with scratch_db(s.dsn) as dsn:
@@ -298,26 +309,42 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--baseline", type=int, default=10_000)
+    parser.add_argument("--peer", type=int, default=10_000)
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--only", choices=("sustained", "peer"),
+                        help="run one phase and print its JSON (for measuring one lever)")
     args = parser.parse_args()
+    if args.only is not None:
+        async with stack() as s:
+            phase = sustained(s, args.events) if args.only == "sustained" else peer(s, args.peer)
+            print(json.dumps(await phase, indent=2))
+        return
     async with stack() as s:
         result = {"sustained": await sustained(s, args.events),
                   "sustained_2_processes": await sustained_processes(s, args.events, 2),
                   "baseline": await baseline(s, args.baseline),
+                  "peer": await peer(s, args.peer),
                   "lag": await lag(s, args.rate, args.seconds)}
-    result["ratio"] = round(result["sustained"]["events_per_s"]
-                            / result["baseline"]["events_per_s"], 1)
+    one, two = (result["sustained"]["events_per_s"],
+                result["sustained_2_processes"]["events_per_s"])
+    naive, lib = result["baseline"]["events_per_s"], result["peer"]["events_per_s"]
+    result["ratio"] = round(one / naive, 1)
+    result["ratios"] = {"1_worker_vs_baseline": round(one / naive, 1),
+                        "2_workers_vs_baseline": round(two / naive, 1),
+                        "1_worker_vs_peer": round(one / lib, 1),
+                        "2_workers_vs_peer": round(two / lib, 1)}
     print(json.dumps(result, indent=2))
-    print("\n| measure | value |\n| --- | --- |")
-    print(f"| sustained projection (1 worker) | {result['sustained']['events_per_s']:,} events/s |")
-    print(f"| naive baseline (1 tx per event) | {result['baseline']['events_per_s']:,} events/s |")
-    print(f"| ratio | {result['ratio']}x |")
-    two = result["sustained_2_processes"]["events_per_s"]
-    print(f"| sustained projection (2 worker processes) | {two:,} events/s |")
+    print("\n| projector (same events, same machine, same run) | events/s | vs naive | vs peer |"
+          "\n| --- | ---: | ---: | ---: |")
+    for label, rate in (("this projector, 1 worker process", one),
+                        ("this projector, 2 worker processes", two),
+                        ("naive baseline (1 transaction per event)", naive),
+                        ("eventsourcing tracking-record projection (peer)", lib)):
+        print(f"| {label} | {rate:,} | {rate / naive:.1f}x | {rate / lib:.1f}x |")
     lag_ = result["lag"]
-    print(f"| lag at {lag_['offered_per_s']:,} events/s offered | p50 {lag_['p50_ms']} ms, "
-          f"p99 {lag_['p99_ms']} ms |")
+    print(f"\nemit-to-queryable lag at {lag_['offered_per_s']:,} events/s offered: "
+          f"p50 {lag_['p50_ms']} ms, p99 {lag_['p99_ms']} ms")
 
 
 if __name__ == "__main__":
