@@ -128,6 +128,18 @@ def month_start(moment: datetime) -> datetime:
     return datetime(utc.year, utc.month, 1, tzinfo=UTC)
 
 
+def _months(batch: list[Envelope]) -> set[datetime]:
+    """The months a batch's events fall in; one set of (year, month) pairs, then datetimes
+    (month_start per event cost more than the rest of prepare)."""
+    seen = set()
+    for envelope in batch:
+        moment = envelope.event.occurred_at
+        if moment.utcoffset():
+            moment = moment.astimezone(UTC)
+        seen.add((moment.year, moment.month))
+    return {datetime(year, month, 1, tzinfo=UTC) for year, month in seen}
+
+
 def partition_name(month: datetime) -> str:
     return f"usage_records_y{month.year:04d}m{month.month:02d}"
 
@@ -164,7 +176,7 @@ class UsageProjection(Projection):
             # we believe it exists (a temp table lives as long as its session).
             await conn.execute(_CREATE_STAGE)
             self._staged_on = conn
-        months = {partition_name(m): m for m in {month_start(e.event.occurred_at) for e in batch}}
+        months = {partition_name(m): m for m in _months(batch)}
         missing = await conn.fetchval(_MISSING_PARTITIONS, list(months))
         if not missing:
             return

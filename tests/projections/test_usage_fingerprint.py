@@ -1,4 +1,4 @@
-"""The fast fingerprint (cut from the plain JSON) equals its definition (the v2 form serialized)."""
+"""The usage projection's per-event helpers: the fast fingerprint equals its definition; months."""
 
 from __future__ import annotations
 
@@ -42,3 +42,21 @@ def test_fast_fingerprint_equals_its_definition(
         assume(False)  # not an event the decoder would pass; nothing to fingerprint
         return
     assert fingerprint(event) == fingerprint_by_definition(event)
+
+
+def test_a_batch_months_are_the_utc_months_of_its_events() -> None:
+    from projections.base import Envelope
+    from projections.usage import _months, month_start
+
+    def at(text: str) -> Envelope:
+        event = UsageRecorded(
+            event_id=uuid.uuid4(), occurred_at=datetime.fromisoformat(text), source="t",
+            request_id="r", api_key_id=uuid.uuid4(), model="m", provider="openai",
+            prompt_tokens=1, completion_tokens=1, status="success")
+        return Envelope("usage", 0, 0, None, event)
+
+    batch = [at("2026-11-30T23:30:00-02:00"), at("2026-11-01T00:00:00+00:00"),
+             at("2026-11-01T00:30:00+01:00"), at("2026-11-15T12:00:00+00:00")]
+    assert _months(batch) == {datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC),
+                              datetime(2026, 10, 1, tzinfo=UTC)}
+    assert _months(batch) == {month_start(e.event.occurred_at) for e in batch}
