@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 from peer_eventsourcing import run_peer
 
 from ledger.events import UsageRecorded
@@ -193,9 +194,14 @@ async def sustained_processes(s: Stack, n: int, workers: int) -> dict[str, Any]:
             while await conn.fetchval(applied_sql) == 0:
                 await asyncio.sleep(0.01)
             started, first = time.perf_counter(), await conn.fetchval(applied_sql)
+            memory = [psutil.Process(p.pid) for p in procs]
+            rss: list[tuple[int, int]] = []  # (events applied, largest worker RSS in MiB)
             while (done := await conn.fetchval(applied_sql)) < len(events):
+                if not rss or done - rss[-1][0] >= len(events) // 10:
+                    rss.append((done, max(m.memory_info().rss for m in memory) >> 20))
                 await asyncio.sleep(0.01)
             elapsed = time.perf_counter() - started
+            rss.append((done, max(m.memory_info().rss for m in memory) >> 20))
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
@@ -204,7 +210,9 @@ async def sustained_processes(s: Stack, n: int, workers: int) -> dict[str, Any]:
             await conn.close()
         await check_totals(dsn, n)
         return {"events": len(events), "workers": workers,
-                "events_per_s": round((done - first) / elapsed)}
+                "events_per_s": round((done - first) / elapsed),
+                "worker_rss_mib": {"first": rss[0][1], "last": rss[-1][1],
+                                   "max": max(r for _, r in rss), "samples": rss}}
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -317,12 +325,14 @@ async def main() -> None:
     parser.add_argument("--peer", type=int, default=10_000)
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--only", choices=("sustained", "peer"),
+    parser.add_argument("--only", choices=("sustained", "two", "peer"),
                         help="run one phase and print its JSON (for measuring one lever)")
     args = parser.parse_args()
     if args.only is not None:
         async with stack() as s:
-            phase = sustained(s, args.events) if args.only == "sustained" else peer(s, args.peer)
+            phase = {"sustained": lambda: sustained(s, args.events),
+                     "two": lambda: sustained_processes(s, args.events, 2),
+                     "peer": lambda: peer(s, args.peer)}[args.only]()
             print(json.dumps(await phase, indent=2))
         return
     async with stack() as s:
