@@ -39,7 +39,7 @@ async def project_live(s: Stack, dsn: str, settings: Any, total: int) -> None:
     await task
 
 
-async def rebuild(s: Stack, n: int) -> dict[str, Any]:
+async def rebuild(s: Stack, n: int, batch: int) -> dict[str, Any]:
     async with scratch_db(s.dsn) as dsn:
         settings = settings_for(s, dsn)
         await ensure_topics(s.bootstrap, topic_specs(settings))
@@ -55,7 +55,7 @@ async def rebuild(s: Stack, n: int) -> dict[str, Any]:
             marks.append((time.perf_counter(), done))
 
         rebuilder = Rebuilder(make_projection("usage"), settings, dsn=dsn,
-                              bootstrap_servers=s.bootstrap)
+                              bootstrap_servers=s.bootstrap, batch_size=batch)
         started = time.perf_counter()
         applied = await rebuilder.run(progress)
         elapsed = time.perf_counter() - started
@@ -65,7 +65,7 @@ async def rebuild(s: Stack, n: int) -> dict[str, Any]:
             "SELECT count(*) FROM pg_indexes WHERE tablename LIKE 'usage_records%'")
         await conn.close()
         (t0, d0), (t1, d1) = marks[0], marks[-1]
-        return {"events": total, "applied": applied,
+        return {"events": total, "applied": applied, "batch": batch,
                 "replay_events_per_s": round((d1 - d0) / (t1 - t0)),
                 "rebuild_seconds": round(elapsed, 1),
                 "whole_rebuild_events_per_s": round(total / elapsed),
@@ -75,10 +75,12 @@ async def rebuild(s: Stack, n: int) -> dict[str, Any]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, nargs="+", default=[5000],
+                        help="the rebuild's batch size; several: one rebuild each, in turn")
     args = parser.parse_args()
     async with stack() as s:
-        result = await rebuild(s, args.events)
-    print(json.dumps(result, indent=2))
+        results = [await rebuild(s, args.events, batch) for batch in args.batch]
+    print(json.dumps(results if len(results) > 1 else results[0], indent=2))
 
 
 if __name__ == "__main__":
