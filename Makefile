@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint typecheck unit bench clean-dev
+.PHONY: install demo test fast lint typecheck unit bench clean-dev
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,litellm]'
 	touch $@
 
 # kafkajs and TypeScript for the TypeScript producer of docs/events.md, which the tests run.
@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/ledger demo
 
 lint: install
-	$(BIN)/ruff check ledger projections readmodels ops tests bench tools
+	$(BIN)/ruff check ledger projections readmodels ops integrations tests bench tools
 
 typecheck: install
 	$(BIN)/mypy
@@ -38,6 +38,11 @@ unit: install
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# While editing: the tests that need no server and start no child process (marked by
+# tests/conftest.py and by hand, see the markers in pyproject.toml); `make test` runs them all.
+fast: $(BIN)/.installed
+	$(BIN)/pytest -q -m "not servers and not slow"
 
 $(BIN)/.bench-installed: pyproject.toml $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

@@ -1,6 +1,7 @@
-"""Run the producer, projector and read-model benchmarks in one go; rewrite docs/benchmarks.md.
+"""Run the producer, projector, read-model and LiteLLM benchmarks; rewrite docs/benchmarks.md.
 
     .venv/bin/python bench/run_all.py            # or: make bench
+    .venv/bin/python bench/run_all.py --only litellm   # rerun one, keep the others' record
 
 Each benchmark runs as its own process against its own embedded servers (or DATABASE_URL /
 KAFKA_BOOTSTRAP_SERVERS when set). The page records the figures, the targets, the machine
@@ -9,6 +10,7 @@ KAFKA_BOOTSTRAP_SERVERS when set). The page records the figures, the targets, th
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -29,6 +31,9 @@ RUNS = {
     "projector": ["bench/projector.py", "--events", "200000", "--baseline", "10000",
                   "--peer", "10000", "--rate", "25000", "--seconds", "10"],
     "readmodels": ["bench/readmodels.py", "--lookups", "1000000", "--trials", "200"],
+    "litellm": ["bench/litellm_callback.py", "--calls", "20000", "--auth-calls", "20000"],
+    "budgets": ["bench/budgets.py", "--calls", "200000", "--processes", "4",
+                "--concurrency", "32"],
 }
 
 
@@ -115,26 +120,99 @@ def summary(outputs: dict[str, str]) -> list[str]:
          grab(r"overall ([\d.]+%)", rm), ">= 99%"),
         ("read models: revocation seen by another process",
          f"p50 {revoke_p50} ms, p99 {revoke_p99} ms", "p99 <= 500 ms"),
+        *litellm_rows(outputs.get("litellm")),
+        *budget_rows(outputs.get("budgets")),
     ]
     lines = ["| measure | measured | target |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return lines
 
 
+def budget_rows(output: str | None) -> list[tuple[str, str, str]]:
+    if output is None:
+        return []
+    budgets = first_json(output)
+    far, near = budgets["leases"]["far_from_cap"], budgets["leases"]["near_cap"]
+    single = budgets["per_request"]["far_from_cap"]
+    procs = budgets["processes"]
+    return [
+        ("budgets: authorize with estimate, far from the cap (leases)",
+         f"p50 {far['p50_us']} us, p99 {far['p99_us']} us", "p50 <= 20 us, p99 <= 200 us"),
+        ("budgets: the same near the cap / per-request reservation",
+         f"p99 {near['p99_us']} us / p50 {single['p50_us']} us, p99 {single['p99_us']} us",
+         "-"),
+        (f"budgets: {procs['processes']} processes x {procs['concurrency']} concurrent",
+         f"{procs['reservations_per_s']:,} reservations/s; overspend {procs['overspend_usd']} "
+         f"USD, stranded {procs['stranded_usd']} USD",
+         f"overspend 0, stranded <= {procs['largest_estimate_usd']} USD"),
+        ("budgets: usage batch with / without the budget work (every key capped)",
+         f"{budgets['projector']['with_budgets_events_per_s']:,} / "
+         f"{budgets['projector']['without_events_per_s']:,} events/s "
+         f"(+{budgets['projector']['budget_overhead_pct']}%)", "-"),
+    ]
+
+
+def litellm_rows(output: str | None) -> list[tuple[str, str, str]]:
+    if output is None:
+        return []
+    found = first_json(output)
+    callback, auth = found["callback"], found["auth_warm"]
+    speed = (f" (machine: sum(range(1000)) {found['calibration_sum_range_1000_us']} us, "
+             f"load {found['load_average'][0]:.1f})")
+    return [
+        ("LiteLLM: callback added per call, p50 / p99" + speed,
+         f"{callback['p50_us']} / {callback['p99_us']} us", "p50 <= 50 us"),
+        ("LiteLLM: auth hook with a warm cache, p50 / p99",
+         f"{auth['p50_us']} / {auth['p99_us']} us", "p99 <= 100 us"),
+    ]
+
+
+# A benchmark's section of the page: name, seconds, the script's output.
+SECTION = re.compile(
+    r"^## (\w+)\n\n`\.venv/bin/python [^`]*` \(([\d.]+) s[^\n]*\)\n\n```\n(.*?)\n```",
+    re.S | re.M)
+
+
+def recorded() -> tuple[str, str, dict[str, str], dict[str, float]]:
+    """The last full run's date and machine, and each benchmark's output as the page keeps
+    them."""
+    text = PAGE.read_text()
+    date = re.search(r"^- date: (.+)$", text, re.M)
+    host = re.search(r"^- machine: (.+)$", text, re.M)
+    outputs = {m.group(1): m.group(3) for m in SECTION.finditer(text)}
+    seconds = {m.group(1): float(m.group(2)) for m in SECTION.finditer(text)}
+    return (date.group(1) if date else "?"), (host.group(1) if host else "?"), outputs, seconds
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description="run the benchmarks, rewrite the page")
+    parser.add_argument("--only", nargs="+", choices=sorted(RUNS),
+                        help="rerun these; the others' figures stay as the page records them")
+    only = parser.parse_args().only
     outputs: dict[str, str] = {}
     seconds: dict[str, float] = {}
-    for name, argv in RUNS.items():
-        outputs[name], seconds[name] = run(name, argv)
     today = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    full_run, dates, host = today, dict.fromkeys(RUNS, today), machine()
+    if only:
+        full_run, host, outputs, seconds = recorded()
+        dates = {name: full_run for name in outputs}
+        missing = set(RUNS) - set(outputs) - set(only)
+        if missing:
+            raise SystemExit(f"the page has no record of {', '.join(sorted(missing))}: "
+                             "run them too")
+    for name, argv in RUNS.items():
+        if not only or name in only:
+            outputs[name], seconds[name] = run(name, argv)
+            dates[name] = today
     page = [
         "# Benchmarks",
         "",
         "Written by `bench/run_all.py` (`make bench`); do not edit by hand. Every figure below "
-        "comes from the one run recorded here; medians and ratios are from that run.",
+        "comes from the run recorded here (a benchmark rerun alone with `--only` gives its "
+        "date in its section); medians and ratios are from that run.",
         "",
-        f"- date: {today}",
-        f"- machine: {machine()}",
+        f"- date: {full_run}",
+        f"- machine: {host}",
         "- servers: embedded PostgreSQL 18 and the embedded Tansu broker (memory storage), "
         "started by each script on this machine",
         "",
@@ -144,10 +222,14 @@ def main() -> None:
         "",
     ]
     for name, argv in RUNS.items():
+        when = "" if dates[name] == full_run else f", run {dates[name]} on {machine()}"
         page += [f"## {name}", "", f"`.venv/bin/python {' '.join(argv)}` "
-                 f"({seconds[name]:.0f} s)", "", "```", outputs[name].rstrip(), "```", ""]
+                 f"({seconds[name]:.0f} s{when})", "", "```", outputs[name].rstrip(), "```", ""]
     PAGE.write_text("\n".join(page))
-    table = "\n".join([f"Measured {today} on {machine()}:", "", *summary(outputs)])
+    table = "\n".join([f"Measured {full_run} on {host}"
+                        + (f" (LiteLLM rows: {dates['litellm']})"
+                           if dates["litellm"] != full_run else "") + ":",
+                        "", *summary(outputs)])
     update_readme(table)
     print(f"wrote {PAGE.relative_to(ROOT)} and the table in README.md")
 

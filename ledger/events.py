@@ -25,6 +25,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from ledger.exceptions import EventDecodeError
 from ledger.fields import (
+    BudgetScope,
     Count,
     DataResidency,
     Flag,
@@ -38,10 +39,12 @@ from ledger.fields import (
     Money,
     Names,
     NonEmptyStr,
+    Percent,
     Seconds,
     ServiceTier,
     Uuid,
 )
+from ledger.settings import Settings
 
 ENVELOPE_FIELDS = frozenset({"event_id", "type", "schema_version", "occurred_at", "source"})
 
@@ -52,7 +55,7 @@ class EventBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Which topic family the event belongs to; not a field, so it never reaches the wire.
-    topic_family: ClassVar[Literal["usage", "keys", "catalog"]]
+    topic_family: ClassVar[Literal["usage", "keys", "catalog", "alerts"]]
 
     event_id: Uuid
     type: str
@@ -121,6 +124,10 @@ class UsageRecorded(_KeyScoped):
     # None means "price it from the catalog at occurred_at" (the projector does that).
     cost_usd: Money | None = None
     metadata: Metadata = Field(default_factory=dict)
+    # The reservation ``authorize(..., estimate_usd=)`` handed out for this call; projecting
+    # the event settles it (docs/budgets.md). Not part of what the event says about usage:
+    # the fingerprint leaves it out.
+    hold_id: NonEmptyStr | None = None
 
 
 class ApiKeyCreated(_KeyScoped):
@@ -203,6 +210,61 @@ class KeyMetadataDeleted(_KeyScoped):
     type: Literal["key_metadata.deleted"] = "key_metadata.deleted"
     schema_version: Literal[1] = 1
     key: MetadataKey
+
+
+BudgetPeriod = Literal["day", "week", "month", "total"]
+
+
+class _BudgetScoped(EventBase):
+    """Budget events, ordered per scope: keyed by the scope string."""
+
+    scope: BudgetScope
+
+    def partition_key(self) -> str:
+        return self.scope
+
+
+class BudgetSet(_BudgetScoped):
+    """A spending ceiling for a key (``key:<api_key_id>``) or an owner (``owner:<name>``).
+
+    Replaces the scope's previous budget. Periods are calendar periods in ``timezone`` (an
+    IANA name; a week starts on Monday); ``total`` never resets. Each alert threshold (a
+    percent of the limit) is crossed once per period. A zero limit stops all spending.
+    """
+
+    topic_family = "keys"
+
+    type: Literal["budget.set"] = "budget.set"
+    schema_version: Literal[1] = 1
+    limit_usd: Money
+    period: BudgetPeriod
+    timezone: NonEmptyStr = "UTC"
+    alert_thresholds: list[Percent] = Field(default_factory=lambda: [50, 80, 100])
+
+
+class BudgetRemoved(_BudgetScoped):
+    topic_family = "keys"
+
+    type: Literal["budget.removed"] = "budget.removed"
+    schema_version: Literal[1] = 1
+
+
+class BudgetThresholdCrossed(_BudgetScoped):
+    """Spend in one period of a budget reached ``threshold`` percent of its limit.
+
+    Written by the ledger (never by gateways), once per scope, period and threshold: the
+    event_id is derived from those, so a re-publication is a duplicate with the same id.
+    """
+
+    topic_family = "alerts"
+
+    type: Literal["budget.threshold_crossed"] = "budget.threshold_crossed"
+    schema_version: Literal[1] = 1
+    period: BudgetPeriod
+    period_start: Moment
+    threshold: Percent
+    limit_usd: Money
+    spent_usd: Money
 
 
 class ProviderUpserted(EventBase):
@@ -291,6 +353,9 @@ Event: TypeAlias = Annotated[
     | ApiKeyRevoked
     | KeyMetadataSet
     | KeyMetadataDeleted
+    | BudgetSet
+    | BudgetRemoved
+    | BudgetThresholdCrossed
     | ProviderUpserted
     | ProviderRemoved
     | ModelUpserted
@@ -307,6 +372,9 @@ EVENT_CLASSES: tuple[type[EventBase], ...] = (
     ApiKeyRevoked,
     KeyMetadataSet,
     KeyMetadataDeleted,
+    BudgetSet,
+    BudgetRemoved,
+    BudgetThresholdCrossed,
     ProviderUpserted,
     ProviderRemoved,
     ModelUpserted,
@@ -338,13 +406,27 @@ HEADERS_BY_CLASS: dict[type[EventBase], tuple[tuple[str, bytes], ...]] = {
 }
 
 
+def _default_topic(family: str) -> str:
+    """A family's default topic name, as ``Settings`` declares it (written only there)."""
+    default = Settings.model_fields[f"topic_{family}"].default
+    assert isinstance(default, str)
+    return default
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """Topic names by family; mirrors Settings.topic_usage/topic_keys/topic_catalog."""
+    """Topic names by family, as ``Settings.topic_usage``, ``topic_keys`` ... name them."""
 
-    usage: str = "ledger.usage"
-    keys: str = "ledger.keys"
-    catalog: str = "ledger.catalog"
+    usage: str = _default_topic("usage")
+    keys: str = _default_topic("keys")
+    catalog: str = _default_topic("catalog")
+    alerts: str = _default_topic("alerts")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        """The one construction from settings (TOPIC_USAGE, _KEYS, _CATALOG, _ALERTS)."""
+        return cls(usage=settings.topic_usage, keys=settings.topic_keys,
+                   catalog=settings.topic_catalog, alerts=settings.topic_alerts)
 
 
 def topic_for(event: EventBase, topics: Topics) -> str:

@@ -232,6 +232,13 @@ Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_META
                      _NullAsEmpty(dict), wire("Metadata")]
 Names = Annotated[list[NonEmptyStr], _NullAsEmpty(list), wire("Names")]
 KeyHash = Annotated[str, StringConstraints(pattern=f"^{wiretext.KEY_HASH}$"), wire("KeyHash")]
+BudgetScope = Annotated[str, StringConstraints(
+    max_length=MAX_TEXT_LENGTH,
+    pattern=_anchored(wiretext.budget_scope(wiretext.text_body(wiretext.PLAIN_TEXT_REFUSES)))),
+    wire("BudgetScope")]
+# Alert thresholds in percent of a budget's limit.
+MAX_ALERT_PERCENT = 1000
+Percent = Annotated[int, _JsonInteger(MAX_ALERT_PERCENT), wire("Percent")]
 
 
 def _decimals_as_json_numbers(value: Any) -> Any:

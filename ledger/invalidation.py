@@ -43,7 +43,9 @@ def encode(change: Invalidation) -> list[str]:
     size = 2
     for short, name in _FIELDS.items():
         for value in sorted(getattr(change, name)):
-            cost = len(value.encode()) + 8
+            # Measured as written: json.dumps escapes non-ASCII (\uXXXX, up to 12 bytes a
+            # character), so the UTF-8 length of the value would undercount it.
+            cost = len(json.dumps(value)) + 8
             if size + cost > _MAX_PAYLOAD and current:
                 payloads.append(json.dumps(current, separators=(",", ":")))
                 current, size = {}, 2

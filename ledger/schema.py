@@ -22,6 +22,7 @@ from typing import Any
 from ledger import wiretext
 from ledger.events import EVENT_ADAPTER
 from ledger.fields import (
+    MAX_ALERT_PERCENT,
     MAX_COUNT,
     MAX_DECIMAL_PLACES,
     MAX_JSON_DEPTH,
@@ -102,6 +103,10 @@ def wire_definitions() -> dict[str, Any]:
         "Text": _string(wiretext.schema_text_body(wiretext.PLAIN_TEXT_REFUSES),
                         minLength=1, maxLength=MAX_TEXT_LENGTH),
         "KeyHash": _string(wiretext.KEY_HASH),
+        "BudgetScope": _string(
+            wiretext.budget_scope(wiretext.schema_text_body(wiretext.PLAIN_TEXT_REFUSES)),
+            maxLength=MAX_TEXT_LENGTH),
+        "Percent": {"type": "integer", "minimum": 0, "maximum": MAX_ALERT_PERCENT},
         "MetadataKey": _string(wiretext.schema_text_body(wiretext.PLAIN_TEXT_REFUSES),
                                minLength=1, maxLength=MAX_METADATA_KEY_LENGTH),
         "MetadataValue": _string(wiretext.schema_text_body(wiretext.FREE_TEXT_REFUSES),

@@ -11,7 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger.db import check_postgres_url, redact_url
@@ -39,6 +46,14 @@ def parse_duration(value: Any) -> timedelta:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
+# Settings whose plain name another program in the same environment may own: the LiteLLM
+# proxy takes DATABASE_URL for its own database. ``LEDGER_<NAME>`` is read first.
+PREFIXED_FIELDS = ("database_url", "kafka_bootstrap_servers", "spool_dir")
+
+
+def _prefixed_first(field: str) -> AliasChoices:
+    return AliasChoices(f"ledger_{field}", field)
+
 
 class Settings(BaseSettings):
     """Every setting the ledger reads; field names map to upper-case environment variables."""
@@ -48,7 +63,8 @@ class Settings(BaseSettings):
     )
 
     database_url: str | None = Field(
-        default=None, description="PostgreSQL URL; unset means the embedded dev stack"
+        default=None, description="PostgreSQL URL; unset means the embedded dev stack",
+        validation_alias=_prefixed_first("database_url"),
     )
     db_max_open_conns: int = Field(default=25, ge=1, description="pool max size")
     db_max_idle_conns: int = Field(default=5, ge=0, description="pool min size")
@@ -81,6 +97,10 @@ class Settings(BaseSettings):
     authorize_on_db_error: Literal["deny", "allow"] = Field(
         default="deny", description="authorize() when PostgreSQL cannot answer: fail closed/open"
     )
+    budget_hold_ttl: Duration = Field(
+        default=timedelta(minutes=10), gt=timedelta(0),
+        description="a budget reservation (hold) a gateway never settled or released "
+                    "gives its amount back after this")
 
     cache_api_key_size: int = Field(default=1000, ge=1)
     cache_api_key_ttl: Duration = Field(default=timedelta(minutes=5))
@@ -91,7 +111,8 @@ class Settings(BaseSettings):
     cache_model_ttl: Duration = Field(default=timedelta(minutes=15))
 
     kafka_bootstrap_servers: str | None = Field(
-        default=None, description="host:port[,host:port]; unset means the embedded dev stack"
+        default=None, description="host:port[,host:port]; unset means the embedded dev stack",
+        validation_alias=_prefixed_first("kafka_bootstrap_servers"),
     )
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         default="none", description="compression of the batches the producer sends"
@@ -99,20 +120,31 @@ class Settings(BaseSettings):
     topic_usage: str = Field(default="ledger.usage", min_length=1)
     topic_keys: str = Field(default="ledger.keys", min_length=1)
     topic_catalog: str = Field(default="ledger.catalog", min_length=1)
+    topic_alerts: str = Field(default="ledger.alerts", min_length=1,
+                              description="budget.threshold_crossed events, for alerting")
     topic_usage_partitions: int = Field(default=12, ge=1)
     topic_keys_partitions: int = Field(default=3, ge=1)
     topic_catalog_partitions: int = Field(default=1, ge=1)
+    topic_alerts_partitions: int = Field(default=1, ge=1)
     # Rebuilds replay the whole log, so topics keep everything (-1) unless told otherwise.
     topic_retention_ms: int = Field(default=-1, ge=-1, description="-1 keeps records forever")
     topic_replication_factor: int = Field(default=1, ge=1, description="1 for the embedded stack")
     topic_min_insync_replicas: int = Field(default=1, ge=1)
     consumer_group: str = Field(default="ledger-projector", min_length=1)
+    # How long a worker that stopped heartbeating (kill -9, a frozen host) keeps its partitions
+    # before the group gives them to the others. Apache Kafka refuses less than its
+    # group.min.session.timeout.ms (6 s by default).
+    consumer_session_timeout: Duration = Field(
+        default=timedelta(seconds=10), ge=timedelta(seconds=6), le=timedelta(minutes=30),
+        description="a silent worker's partitions move to the others after this",
+    )
 
     ledger_home: Path = Field(
         default=Path(".ledger"), description="state of the embedded stack and the spool"
     )
     spool_dir: Path | None = Field(
-        default=None, description="producer spool; default LEDGER_HOME/spool"
+        default=None, description="producer spool; default LEDGER_HOME/spool",
+        validation_alias=_prefixed_first("spool_dir"),
     )
     dev_postgres_port: int = Field(default=55432, ge=1, le=65535)
     dev_kafka_port: int = Field(default=59092, ge=1, le=65535)
@@ -150,6 +182,9 @@ class Settings(BaseSettings):
             if isinstance(value, timedelta):
                 value = f"{value.total_seconds()}s"
             env[name.upper()] = str(value)
+            if name in PREFIXED_FIELDS:
+                # The prefixed name wins when both are set: a child must not read a stale one.
+                env[f"LEDGER_{name.upper()}"] = str(value)
         return env
 
 
@@ -167,7 +202,7 @@ def _one_line(exc: ValidationError) -> str:
         field = str(error["loc"][0]) if error["loc"] else "?"
         message = str(error["msg"]).removeprefix("Value error, ")
         shown = error.get("input")
-        if field == "database_url" and isinstance(shown, str):
+        if field.removeprefix("ledger_") == "database_url" and isinstance(shown, str):
             shown = redact_url(shown)  # never print a password
         parts.append(f"{field.upper()}: {message} (got {shown!r})")
     return "invalid setting " + "; ".join(parts)

@@ -80,6 +80,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         spec(settings.topic_keys, settings.topic_keys_partitions, "TOPIC_KEYS_PARTITIONS"),
         spec(settings.topic_catalog, settings.topic_catalog_partitions,
              "TOPIC_CATALOG_PARTITIONS"),
+        spec(settings.topic_alerts, settings.topic_alerts_partitions, "TOPIC_ALERTS_PARTITIONS"),
     ]
 
 

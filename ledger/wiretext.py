@@ -26,6 +26,9 @@ TIMESTAMP: Final = (
 )
 UUID: Final = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 KEY_HASH: Final = r"[0-9a-f]{64}"
+# A budget's scope: one key by its id (lower-case, as the ledger writes ids) or an owner.
+BUDGET_KEY_SCOPE: Final = (r"key:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
+                           r"[0-9a-f]{12}")
 
 # Characters refused in text, as the inside of a negated class. C0 controls (NUL included:
 # PostgreSQL text cannot hold it) and DEL in names; free text (metadata values) keeps tab,
@@ -42,6 +45,12 @@ _LONE_SURROGATES = r"\ud800-\udfff"
 def text_body(refused: str) -> str:
     """Any number of characters outside ``refused``: the reader's pattern body."""
     return f"[^{refused}]*"
+
+
+def budget_scope(text: str) -> str:
+    """``key:<uuid>`` or ``owner:<name>``; ``text`` is ``text_body`` or ``schema_text_body``."""
+    one = text.removesuffix("*")  # the class alone: an owner name has one character or more
+    return f"{BUDGET_KEY_SCOPE}|owner:{one}{text}"
 
 
 def schema_text_body(refused: str) -> str:

@@ -66,6 +66,8 @@ from ledger.fields import EARLIEST
 from ledger.producer import Delivery, LedgerProducer
 from ledger.settings import Settings
 from ops.exceptions import CatalogImportError
+from projections.storage import read_checkpoints
+from readmodels.catalog_lookup import CatalogState, live_model_count, read_catalog_state
 
 __all__ = [
     "CatalogImportError",
@@ -104,26 +106,6 @@ def read_source(
     except ValueError as exc:
         raise CatalogImportError(str(exc)) from exc
     return f"packaged snapshot (litellm {SNAPSHOT_LITELLM_VERSION})", load_snapshot()
-
-
-# -- the catalog as projected -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CatalogState:
-    models: dict[str, dict[str, Any]]  # live (not retired) model -> raw entry as stored
-    aliases: dict[str, str]
-    providers: frozenset[str]
-
-
-async def read_catalog_state(conn: asyncpg.Connection) -> CatalogState:
-    rows = await conn.fetch("SELECT name, raw::text AS raw FROM models WHERE retired_at IS NULL")
-    # parse_float=Decimal: prices are compared exactly, never through a binary float.
-    models = {r["name"]: json.loads(r["raw"], parse_float=Decimal) for r in rows}
-    aliases = {r["alias"]: r["model"] for r in await conn.fetch(
-        "SELECT alias, model FROM model_aliases")}
-    providers = frozenset(r["name"] for r in await conn.fetch("SELECT name FROM providers"))
-    return CatalogState(models, aliases, providers)
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -294,10 +276,8 @@ class CatalogImporter:
         No spool: an import is rerun by hand, and a spooled backlog would make ``--wait``
         hang; a delivery failure is an error the operator sees right away.
         """
-        s = self.settings
         producer = LedgerProducer(
-            str(self.bootstrap_servers), topics=Topics(s.topic_usage, s.topic_keys,
-                                                       s.topic_catalog),
+            str(self.bootstrap_servers), topics=Topics.from_settings(self.settings),
             source=IMPORT_SOURCE, spool_dir=None, linger_ms=20, max_batch_size=1024 * 1024)
         progress = Progress(
             TextColumn("emitting catalog events"), BarColumn(), MofNCompleteColumn(),
@@ -334,7 +314,7 @@ class CatalogImporter:
         conn = await connect(str(self.dsn), self.settings)
         try:
             while True:
-                live = await conn.fetchval("SELECT count(*) FROM models WHERE retired_at IS NULL")
+                live = await live_model_count(conn)
                 if live == expected and await self._checkpoints_passed(conn, summary):
                     return
                 if time.monotonic() > deadline:
@@ -347,11 +327,7 @@ class CatalogImporter:
 
     @staticmethod
     async def _checkpoints_passed(conn: asyncpg.Connection, summary: ImportSummary) -> bool:
-        for (topic, partition), offset in summary.end_offsets.items():
-            next_offset = await conn.fetchval(
-                "SELECT next_offset FROM projection_checkpoints "
-                "WHERE projection = $1 AND topic = $2 AND partition = $3",
-                CATALOG_PROJECTION, topic, partition)
-            if next_offset is None or next_offset <= offset:
-                return False
-        return True
+        held = {(c.topic, c.partition): c.next_offset
+                for c in await read_checkpoints(conn, projection=CATALOG_PROJECTION)}
+        return all(held.get(where, -1) > offset
+                   for where, offset in summary.end_offsets.items())

@@ -35,12 +35,36 @@ class Envelope:
 
 
 @dataclass(frozen=True, slots=True)
-class Failure:
-    """One message that could not be applied, and why; it becomes a dead letter."""
+class RawMessage:
+    """A Kafka message as it was on the log, kept whole in a dead letter."""
 
-    envelope: Envelope
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()  # Kafka allows a header without a value
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One message that could not be decoded or applied, and why: a dead letter to be.
+
+    The one type for both: the decoder's poison has no ``envelope`` (no event decoded), a
+    projection's failure has one (:meth:`of`).
+    """
+
+    message: RawMessage
     kind: str
     error: str
+    envelope: Envelope | None = None
+
+    @classmethod
+    def of(cls, envelope: Envelope, kind: str, error: str) -> Failure:
+        """A decoded event that could not be applied."""
+        message = RawMessage(envelope.topic, envelope.partition, envelope.offset,
+                             envelope.key, envelope.value)
+        return cls(message, kind, error, envelope)
 
 
 @dataclass(slots=True)
@@ -80,6 +104,11 @@ class Projection(ABC):
         """The tables this projection owns (what a rebuild replaces)."""
         return ()
 
+    async def after_swap(  # noqa: B027 - optional hook, empty by default
+        self, conn: asyncpg.Connection
+    ) -> None:
+        """Work a rebuild does in its swap transaction once the rebuilt tables are live."""
+
 
 async def apply_resiliently(
     projection: Projection, conn: asyncpg.Connection, envelopes: list[Envelope]
@@ -106,7 +135,7 @@ async def apply_resiliently(
         except Exception as exc:
             if is_outage(exc):
                 raise
-            results.append(ApplyResult(0, Invalidation(), [Failure(
+            results.append(ApplyResult(0, Invalidation(), [Failure.of(
                 envelope, "handler_error", f"{type(exc).__name__}: {exc}")]))
     return ApplyResult(sum(r.applied for r in results),
                        merge([r.invalidation for r in results]),

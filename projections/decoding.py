@@ -1,4 +1,9 @@
-"""BatchDecoder: Kafka records -> envelopes and poison, with the offset range of each partition."""
+"""Decoding: Kafka records -> envelopes and poison, with the offset range of each partition.
+
+:func:`decode_message` is the one decode -> topic-family check -> envelope path: the live
+worker (:func:`decode_batch`), a rebuild's replay and ``ledger dlq replay`` all use it, so a
+message is a dead letter (and why) the same way everywhere.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,9 @@ from aiokafka.structs import ConsumerRecord
 
 from ledger.events import parse_event
 from ledger.exceptions import EventDecodeError
-from projections.base import Envelope
-from projections.deadletters import RawMessage
+from projections.base import Envelope, Failure, RawMessage
 from projections.logidentity import Anchor, record_digest
 from projections.unreadable import UnreadableBatch
-
-Poison = tuple[RawMessage, str, str]  # message, error kind, error text
 
 
 @dataclass(slots=True)
@@ -26,7 +28,7 @@ class DecodedBatch:
     generation: int
     ranges: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
     envelopes: list[Envelope] = field(default_factory=list)
-    poison: list[Poison] = field(default_factory=list)
+    poison: list[Failure] = field(default_factory=list)  # undecodable: dead letters
     records: int = 0
     anchors: dict[TopicPartition, Anchor] = field(default_factory=dict)  # first record each
 
@@ -70,34 +72,40 @@ def _decode_records(
     family: str, records: Iterable[ConsumerRecord[Any, Any]], into: DecodedBatch
 ) -> None:
     for record in records:
-        try:
-            _decode_one(family, record, into)
-        except Exception as exc:  # nothing one message holds may stop the partition
-            into.poison.append((_raw(record), "invalid_event", f"{type(exc).__name__}: {exc}"))
+        decoded = decode_record(family, record)
+        if isinstance(decoded, Failure):
+            into.poison.append(decoded)
+        else:
+            into.envelopes.append(decoded)
 
 
-def _decode_one(family: str, record: ConsumerRecord[Any, Any], into: DecodedBatch) -> None:
+def decode_record(family: str, record: ConsumerRecord[Any, Any]) -> Envelope | Failure:
+    """A Kafka record as an envelope of ``family``, or the dead letter it becomes."""
     if isinstance(record.value, UnreadableBatch):
         unreadable = record.value
-        into.poison.append((
-            RawMessage(record.topic, record.partition, unreadable.first_offset, None, None, ()),
-            "unreadable_batch", unreadable.describe(record.topic, record.partition)))
-        return
-    try:
-        event = parse_event(record.value)
-    except EventDecodeError as exc:
-        into.poison.append((_raw(record), getattr(exc, "reason", "invalid_event"), str(exc)))
-        return
-    if event.topic_family != family:
-        into.poison.append((_raw(record), "wrong_topic",
-                            f"{event.type} does not belong on {record.topic}"))
-        return
-    into.envelopes.append(Envelope(record.topic, record.partition, record.offset,
-                                   record.key, event, record.value))
-
-
-def _raw(record: ConsumerRecord[Any, Any]) -> RawMessage:
+        return Failure(
+            RawMessage(record.topic, record.partition, unreadable.first_offset, None, None),
+            "unreadable_batch", unreadable.describe(record.topic, record.partition))
     value = record.value if isinstance(record.value, bytes) else None
     key = record.key if isinstance(record.key, bytes) else None
-    return RawMessage(record.topic, record.partition, record.offset, key, value,
-                      tuple(record.headers or ()))
+    return decode_message(family, RawMessage(record.topic, record.partition, record.offset,
+                                             key, value, tuple(record.headers or ())))
+
+
+def decode_message(family: str, message: RawMessage) -> Envelope | Failure:
+    """Decode -> topic-family check -> envelope: the one path for workers, rebuilds, replays.
+
+    Whatever the message holds, the answer is an envelope or a Failure (never an exception):
+    nothing one message holds may stop a partition.
+    """
+    try:
+        event = parse_event(message.value)  # None (a tombstone) is an EventDecodeError
+    except EventDecodeError as exc:
+        return Failure(message, getattr(exc, "reason", "invalid_event"), str(exc))
+    except Exception as exc:
+        return Failure(message, "invalid_event", f"{type(exc).__name__}: {exc}")
+    if event.topic_family != family:
+        return Failure(message, "wrong_topic",
+                       f"{event.type} does not belong on {message.topic}")
+    return Envelope(message.topic, message.partition, message.offset, message.key, event,
+                    message.value)

@@ -12,12 +12,15 @@ from ledger.events import (
     ApiKeyCreated,
     ApiKeyRevoked,
     ApiKeyUpdated,
+    BudgetRemoved,
+    BudgetSet,
     EventBase,
     KeyMetadataDeleted,
     KeyMetadataSet,
 )
 from ledger.invalidation import Invalidation
 from ledger.settings import Settings
+from projections import budgets
 from projections.sequential import HandlerError, SequentialProjection
 
 _UPDATABLE = ("name", "owner", "allowed_models", "max_budget_usd", "expires_at", "enabled")
@@ -39,6 +42,10 @@ class KeysProjection(SequentialProjection):
     async def apply_one(self, conn: asyncpg.Connection, event: EventBase) -> Invalidation:
         if isinstance(event, ApiKeyCreated):
             return await self._created(conn, event)
+        if isinstance(event, BudgetSet | BudgetRemoved):
+            if self.rebuilding:  # budgets are not among the tables a keys rebuild replaces
+                return Invalidation()
+            return await budgets.apply_budget_event(conn, event)
         key_id = getattr(event, "api_key_id", None)
         key_hash = await conn.fetchval(
             "SELECT key_hash FROM api_keys WHERE id = $1 FOR UPDATE", key_id)
@@ -49,7 +56,15 @@ class KeysProjection(SequentialProjection):
                 "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2), enabled = false, "
                 "updated_at = $2 WHERE id = $1", event.api_key_id, event.occurred_at)
         elif isinstance(event, ApiKeyUpdated):
+            moved = {"owner", "max_budget_usd"} & event.changes().keys()
+            old_owner = await budgets.owner_of(conn, event.api_key_id) if moved else None
+            if moved and not self.rebuilding:
+                await budgets.lock_out_usage(conn)
             await self._updated(conn, event)
+            if moved and not self.rebuilding:
+                # The key's spend now counts towards other ceilings: recount them.
+                await budgets.recompute(conn, budgets.key_scopes(
+                    event.api_key_id, old_owner, await budgets.owner_of(conn, event.api_key_id)))
         elif isinstance(event, KeyMetadataSet):
             await conn.execute(
                 "INSERT INTO key_metadata (api_key_id, key, value, updated_at) "
@@ -72,6 +87,12 @@ class KeysProjection(SequentialProjection):
             "ON CONFLICT (id) DO NOTHING RETURNING id",
             event.api_key_id, event.key_hash, event.name, event.owner, event.enabled,
             event.expires_at, list(event.allowed_models), event.max_budget_usd, event.occurred_at)
+        if inserted is not None and not self.rebuilding and (
+                event.max_budget_usd is not None or event.owner is not None):
+            # Usage may have arrived before the key (usage_records keeps unknown keys'):
+            # its ceilings start from what is already there.
+            await budgets.lock_out_usage(conn)
+            await budgets.recompute(conn, budgets.key_scopes(event.api_key_id, event.owner))
         if inserted is not None and event.metadata:
             await conn.executemany(
                 "INSERT INTO key_metadata (api_key_id, key, value, updated_at) "

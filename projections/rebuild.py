@@ -22,11 +22,10 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ledger.db import connect
-from ledger.events import EventBase, parse_event
-from ledger.exceptions import EventDecodeError
-from ledger.invalidation import CHANNEL, Invalidation, encode
+from ledger.invalidation import Invalidation
 from ledger.settings import Settings
-from projections.base import Envelope, Projection, lock_key
+from projections.base import Envelope, Failure, Projection, lock_key
+from projections.decoding import decode_record
 from projections.exceptions import RebuildError
 from projections.logidentity import LogProbe, Verdict
 from projections.rebuild_checks import (
@@ -39,6 +38,7 @@ from projections.rebuild_checks import (
     first_refusal,
     read_live,
 )
+from projections.storage import CheckpointRecorder, DeadLetterRecorder, notify, read_checkpoints
 
 Progress = Callable[[int, int], None]  # (applied so far, total to replay)
 _EXTRA_DDL = {
@@ -60,7 +60,8 @@ class Rebuilder:
         self.scratch = f"rebuild_{projection.name}"
         self.positions: dict[TopicPartition, int] = {}
         self.applied = 0
-        self.skipped = 0
+        self.skipped = 0  # records that are dead letters (undecodable, wrong topic, failed)
+        self._dead_letters = DeadLetterRecorder(projection.name)
 
     async def run(self, progress: Progress | None = None) -> int:
         """Replay and swap in; the events applied.
@@ -160,14 +161,17 @@ class Rebuilder:
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=self._batch_size)
             envelopes: list[Envelope] = []
+            poison: list[Failure] = []
             for tp, records in batch.items():
                 for record in records:
                     if record.offset >= targets[tp]:
                         break
-                    event = self._decode(record.value)
-                    if event is not None and event.topic_family == self.projection.name:
-                        envelopes.append(Envelope(tp.topic, tp.partition, record.offset,
-                                                  record.key, event, record.value))
+                    # The live worker's decode path: what it dead-letters, a rebuild does too.
+                    decoded = decode_record(self.projection.name, record)
+                    if isinstance(decoded, Failure):
+                        poison.append(decoded)
+                    else:
+                        envelopes.append(decoded)
             moved = False
             for tp in sorted(pending):
                 # Past every record returned and every control batch or gap skipped.
@@ -182,25 +186,30 @@ class Rebuilder:
             idle_polls = 0 if moved else idle_polls + 1
             if idle_polls > 30:
                 raise RebuildError(f"no records for 30s while replaying {sorted(pending)}")
-            if envelopes:
-                await self.projection.prepare(conn, envelopes)
-                async with conn.transaction():
-                    result = await self.projection.apply(conn, envelopes)
-                self.applied += result.applied
-                self.skipped += len(result.failures)
+            if envelopes or poison:
+                await self._apply(conn, envelopes, poison)
             if progress is not None:
                 progress(sum(self.positions.values()), total)
 
-    def _decode(self, value: bytes | None) -> EventBase | None:
-        """The event in a record's value, or None (counted as skipped) when there is none."""
-        if value is None:  # a tombstone: carries no event
-            self.skipped += 1
-            return None
-        try:
-            return parse_event(value)
-        except EventDecodeError:
-            self.skipped += 1  # already a dead letter of the live projection
-            return None
+    async def _apply(
+        self, conn: asyncpg.Connection, envelopes: list[Envelope], poison: list[Failure]
+    ) -> None:
+        """Apply to the scratch tables; dead letters go to the live ``dead_letters``.
+
+        A dead letter the live worker already wrote is kept once (same projection, topic,
+        partition and offset), so a rebuild adds only what the live worker never saw.
+        """
+        letters, applied = list(poison), 0
+        if envelopes:
+            await self.projection.prepare(conn, envelopes)
+        async with conn.transaction():
+            if envelopes:
+                result = await self.projection.apply(conn, envelopes)
+                applied = result.applied
+                letters.extend(result.failures)
+            await self._dead_letters.record(conn, letters)
+        self.applied += applied
+        self.skipped += len(letters)
 
     async def _swap(self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer) -> None:
         old = f"replaced_{self.projection.name}"
@@ -208,10 +217,8 @@ class Rebuilder:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
                                lock_key(self.projection.name))
-            live = await conn.fetch(
-                "SELECT partition, next_offset FROM projection_checkpoints "
-                "WHERE projection = $1 AND topic = $2", self.projection.name, self.topic)
-            targets = {TopicPartition(self.topic, r["partition"]): r["next_offset"] for r in live}
+            live = await read_checkpoints(conn, projection=self.projection.name, topic=self.topic)
+            targets = {TopicPartition(self.topic, c.partition): c.next_offset for c in live}
             behind = {tp: end for tp, end in targets.items() if self.positions.get(tp, 0) < end}
             for tp in behind:
                 consumer.resume(tp)
@@ -236,16 +243,12 @@ class Rebuilder:
             await conn.execute(f"DROP SCHEMA {old} CASCADE")
             await conn.execute(f"DROP SCHEMA {self.scratch}")
             await _restore_index_names(conn, self.projection.tables(), names)
+            await self.projection.after_swap(conn)
             # The live worker may be behind the rebuild: move its checkpoints up; its next
             # fenced update then fails, and it re-reads them (nothing is applied twice).
-            for tp, position in self.positions.items():
-                await conn.execute(
-                    "INSERT INTO projection_checkpoints (projection, topic, partition, next_offset)"
-                    " VALUES ($1, $2, $3, $4) ON CONFLICT (projection, topic, partition) DO UPDATE"
-                    " SET next_offset = greatest(projection_checkpoints.next_offset, $4),"
-                    " updated_at = now()", self.projection.name, tp.topic, tp.partition, position)
-            for payload in encode(Invalidation(flush_all=True)):
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+            await CheckpointRecorder(self.projection.name).raise_to(
+                conn, self.topic, {tp.partition: at for tp, at in self.positions.items()})
+            await notify(conn, Invalidation(flush_all=True))
 
 
 async def _high_watermarks(

@@ -23,6 +23,7 @@ from typing import TypeVar
 import asyncpg
 
 from projections.logidentity import Anchor, Verdict
+from projections.storage import read_checkpoints
 
 # For each projection, a table with one row per distinct event applied that no later event
 # deletes: its row count is a lower bound of the events the projection's tables hold.
@@ -80,14 +81,10 @@ async def read_live(conn: asyncpg.Connection, projection: str, topic: str) -> Li
     first are within the ends read after them unless the log lost records; read the other
     way round, traffic arriving in between would look like a lost log.
     """
-    rows = await conn.fetch(
-        "SELECT partition, next_offset, anchor_offset, anchor_digest FROM projection_checkpoints "
-        "WHERE projection = $1 AND topic = $2", projection, topic)
-    return LiveSide({row["partition"]: row["next_offset"] for row in rows},
+    live = await read_checkpoints(conn, projection=projection, topic=topic)
+    return LiveSide({c.partition: c.next_offset for c in live},
                     await count_events(conn, projection, "public"),
-                    {row["partition"]: Anchor(row["anchor_offset"], bytes(row["anchor_digest"]))
-                     for row in rows if row["anchor_offset"] is not None
-                     and row["anchor_digest"] is not None})
+                    {c.partition: c.anchor for c in live if c.anchor is not None})
 
 
 async def log_starts_at_offset_zero(facts: LogFacts) -> str | None:

@@ -25,9 +25,10 @@ from uuid import UUID
 
 import asyncpg
 
-from ledger.invalidation import CHANNEL, Invalidation, encode
+from ledger.invalidation import Invalidation
 from projections.base import lock_key
 from projections.exceptions import ReconcileError
+from projections.storage import notify
 from projections.usage import UsageProjection
 
 Group = tuple[UUID, str, date]  # (api_key_id, model, month) — one summary row
@@ -207,14 +208,10 @@ async def repair(conn: asyncpg.Connection, scope: Scope = Scope()) -> list[Diffe
         if left:
             raise ReconcileError(f"repair left {len(left)} differences (first: {left[0]}); "
                                  "rolled back, nothing changed")
-        await notify_spend(conn, {str(key_id) for key_id, _, _ in groups})
+        # Delivered on commit, as a batch's NOTIFY is: these keys' spend changed.
+        await notify(conn, Invalidation(
+            spend_key_ids=frozenset(str(key_id) for key_id, _, _ in groups)))
     return found
-
-
-async def notify_spend(conn: asyncpg.Connection, key_ids: set[str]) -> None:
-    """NOTIFY that these keys' spend changed (delivered on commit), as a batch does."""
-    for payload in encode(Invalidation(spend_key_ids=frozenset(key_ids))):
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
 
 def _where(conditions: list[str]) -> str:

@@ -7,13 +7,17 @@ from dataclasses import dataclass
 import asyncpg
 
 from ledger.db import connect
-from ledger.events import parse_event
-from ledger.exceptions import EventDecodeError
-from ledger.invalidation import CHANNEL, encode
 from ledger.settings import Settings, load_settings
-from projections.base import Envelope, lock_key
-from projections.deadletters import DeadLetter, list_dead_letters
+from projections.base import Failure, RawMessage, lock_key
+from projections.decoding import decode_message
 from projections.registry import make_projection
+from projections.storage import (
+    DeadLetter,
+    list_dead_letters,
+    mark_replayed,
+    mark_still_failing,
+    notify,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +38,7 @@ async def replay_dead_letters(
     """
     conn = await connect(dsn, settings or load_settings())
     try:
-        letters = await list_dead_letters(conn, pending_only=True, limit=1_000_000)
-        if ids is not None:
-            letters = [d for d in letters if d.id in set(ids)]
+        letters = await list_dead_letters(conn, pending_only=True, limit=1_000_000, ids=ids)
         replayed = failed = 0
         for letter in letters:
             if await _replay_one(conn, letter):
@@ -50,36 +52,22 @@ async def replay_dead_letters(
 
 async def _replay_one(conn: asyncpg.Connection, letter: DeadLetter) -> bool:
     projection = make_projection(letter.projection)
-    try:
-        event = parse_event(letter.value or b"")
-    except EventDecodeError as exc:
-        await _still_failing(conn, letter, getattr(exc, "reason", "invalid_event"), str(exc))
+    # The live worker's decode path: a letter fails again for the same reasons.
+    decoded = decode_message(projection.name, RawMessage(
+        letter.topic, letter.partition, letter.offset, letter.key, letter.value))
+    if isinstance(decoded, Failure):
+        await mark_still_failing(conn, letter.id, decoded.kind, decoded.error)
         return False
-    if event.topic_family != projection.name:
-        await _still_failing(conn, letter, "wrong_topic", f"{event.type} is not a "
-                             f"{projection.name} event")
-        return False
-    envelope = Envelope(letter.topic, letter.partition, letter.offset, letter.key, event,
-                        letter.value)
-    await projection.prepare(conn, [envelope])
+    await projection.prepare(conn, [decoded])
     async with conn.transaction():
         # As a worker's batch: a repair, a swap or a re-pricing must not run half-way through.
         await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))",
                            lock_key(projection.name))
-        result = await projection.apply(conn, [envelope])
+        result = await projection.apply(conn, [decoded])
         if result.failures:
             failure = result.failures[0]
-            await _still_failing(conn, letter, failure.kind, failure.error)
+            await mark_still_failing(conn, letter.id, failure.kind, failure.error)
             return False
-        await conn.execute("UPDATE dead_letters SET replayed_at = now() WHERE id = $1", letter.id)
-        if not result.invalidation.is_empty():
-            for payload in encode(result.invalidation):
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        await mark_replayed(conn, letter.id)
+        await notify(conn, result.invalidation)
     return True
-
-
-async def _still_failing(
-    conn: asyncpg.Connection, letter: DeadLetter, kind: str, error: str
-) -> None:
-    await conn.execute("UPDATE dead_letters SET error_kind = $2, error = $3 WHERE id = $1",
-                       letter.id, kind, error[:4000])

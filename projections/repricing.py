@@ -45,6 +45,7 @@ import asyncpg
 from ledger.catalog.naming import fold, resolve_in_db, split
 from ledger.events import UsageRecorded
 from ledger.invalidation import Invalidation
+from projections import budgets
 from projections.base import lock_key
 from projections.exceptions import RepricingError
 from projections.pricer import CatalogPricer
@@ -186,6 +187,8 @@ class Repricer:
                   Decimal(0))
         log.info("catalog change re-priced %d usage events (net %s USD)", len(changed), net)
         keys = frozenset(str(row["api_key_id"]) for row, _ in changed)
+        # Under the usage lock taken above: budget spend follows the new costs.
+        await budgets.recompute_keys(conn, keys)
         return Repriced(len(changed), net, Invalidation(spend_key_ids=keys))
 
 

@@ -3,17 +3,17 @@
 Two stages overlap so Python decodes the next batch while PostgreSQL applies this one: a
 fetch stage (poll Kafka, decode, watch for a replaced log) and a commit stage. The commit
 path, marked ``# Step N.`` where each happens:
-1. Merge the decoded batches waiting in the queue (up to ``max_records``); undecodable
-   messages (bad JSON, schema violation, unknown type or version, unreadable batch) are
-   already dead letters.
-2. Outside the transaction, let the projection prepare (e.g. create monthly partitions).
-3. In ONE PostgreSQL transaction: advance each partition's checkpoint, fenced on the offset
+1. Decode (fetch stage): undecodable messages (bad JSON, schema violation, unknown type or
+   version, wrong topic, unreadable batch) become dead letters of their batch.
+2. Merge the decoded batches waiting in the queue, up to ``max_records``.
+3. Outside the transaction, let the projection prepare (e.g. create monthly partitions).
+4. In ONE PostgreSQL transaction: advance each partition's checkpoint, fenced on the offset
    this worker holds (and remember the log's anchor on its first batch); apply the events --
    if the set-based apply fails for any reason but an outage, apply them one by one and
    dead-letter the failing ones; record the dead letters; NOTIFY what changed.
-4. Commit. Zero rows from a fenced update means another worker owns the partition: roll back,
+5. Commit. Zero rows from a fenced update means another worker owns the partition: roll back,
    re-read the checkpoints, seek. A database outage is retried with back-off, same batch.
-5. Only then commit the offsets to Kafka, so standard lag tools see progress.
+6. Only then commit the offsets to Kafka, so standard lag tools see progress.
 Every seek bumps a generation number, and batches decoded before it are dropped unapplied.
 
 A log that is not the one the checkpoints came from (broker reset, topic recreated) is found
@@ -37,11 +37,8 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
 from ledger.db import connect_options
-from ledger.invalidation import CHANNEL, encode
 from ledger.settings import Settings
-from projections.base import Envelope, Projection, apply_resiliently, lock_key
-from projections.checkpoints import CheckpointRecorder
-from projections.deadletters import DeadLetterRecorder, RawMessage
+from projections.base import Envelope, Failure, Projection, apply_resiliently, lock_key
 from projections.decoding import DecodedBatch, decode_batch
 from projections.exceptions import PartitionLostError, RebalanceFailedError
 from projections.lifecycle import (
@@ -54,6 +51,7 @@ from projections.lifecycle import (
 from projections.logidentity import Anchor, LogProbe, Verdict
 from projections.metrics import ProjectorMetrics
 from projections.outage import DB_OUTAGE
+from projections.storage import CheckpointRecorder, DeadLetterRecorder, notify
 
 log = logging.getLogger("ledger.projector")
 _LEAVE_TIMEOUT_S = 5.0
@@ -134,12 +132,14 @@ class ProjectionRunner:
     async def _start_consumer(self) -> AIOKafkaConsumer:
         """Join the group, waiting (with back-off) for brokers that are not up yet."""
         delay = 0.5
+        session_timeout = self.settings.consumer_session_timeout
         while True:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self._bootstrap, group_id=self.group_id,
                 client_id=self._client_id or f"ledger-{self.projection.name}",
                 enable_auto_commit=False, auto_offset_reset="earliest",
-                session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+                session_timeout_ms=int(session_timeout.total_seconds() * 1000),
+                heartbeat_interval_ms=1_000,
                 max_partition_fetch_bytes=4 * 1024 * 1024,
             )
             self._consumer = consumer
@@ -171,7 +171,7 @@ class ProjectionRunner:
                 await asyncio.sleep(1.0)
                 continue
             if batch:
-                # Step 1 (first half). Decode; poison becomes dead letters of this batch.
+                # Step 1. Decode; poison becomes dead letters of this batch.
                 decoded = decode_batch(family, self._generation, self._fetched, batch)
                 if decoded.ranges:
                     await self._ready.put(decoded)
@@ -191,7 +191,7 @@ class ProjectionRunner:
                 batch = await asyncio.wait_for(self._ready.get(), timeout=0.2)
             except TimeoutError:
                 continue
-            # Step 1. Merge the batches already decoded, up to max_records.
+            # Step 2. Merge the batches already decoded, up to max_records.
             while not self._ready.empty() and batch.records < self._max_records:
                 later = self._ready.get_nowait()
                 if later.generation != batch.generation or not batch.absorb(later):
@@ -303,17 +303,18 @@ class ProjectionRunner:
             try:
                 async with self._db_lock:
                     conn = await self._db()
-                    # Step 2. Outside the transaction: DDL the batch needs.
+                    # Step 3. Outside the transaction: DDL the batch needs.
                     await self.projection.prepare(conn, envelopes)
                     applied = await self._commit(conn, batch, envelopes, poison)
                 break
             except PartitionLostError as exc:
+                # Step 5 (fence lost). Rolled back: re-read the checkpoints and seek.
                 log.warning("%s", exc)
                 self.metrics.partitions_lost.labels(self.projection.name).inc()
                 await self._resync()
                 return
             except DB_OUTAGE as exc:
-                # Step 4 (outage). Nothing was committed: retry the same batch.
+                # Step 5 (outage). Nothing was committed: retry the same batch.
                 self.metrics.db_retries.labels(self.projection.name).inc()
                 log.warning("%s: database error, retrying the batch: %s", self.projection.name, exc)
                 if self._conn is not None and not self._conn.is_closed():
@@ -327,7 +328,7 @@ class ProjectionRunner:
             if self.anchors.get(tp) is None and tp in batch.anchors:
                 self.anchors[tp] = batch.anchors[tp]
         self.applied += applied
-        # Step 5. Kafka offsets, informational: PostgreSQL already holds the truth.
+        # Step 6. Kafka offsets, informational: PostgreSQL already holds the truth.
         await self._commit_kafka(ranges)
         name = self.projection.name
         self.metrics.events_applied.labels(name).inc(applied)
@@ -336,9 +337,9 @@ class ProjectionRunner:
 
     async def _commit(
         self, conn: asyncpg.Connection, batch: DecodedBatch,
-        envelopes: list[Envelope], poison: list[tuple[RawMessage, str, str]],
+        envelopes: list[Envelope], poison: list[Failure],
     ) -> int:
-        # Step 3. One transaction: checkpoints (fenced), rows, dead letters, NOTIFY.
+        # Step 4. One transaction: checkpoints (fenced), rows, dead letters, NOTIFY.
         async with conn.transaction():
             # Shared: batches never wait for each other, only for a rebuild's table swap.
             await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))",
@@ -350,18 +351,12 @@ class ProjectionRunner:
                 await self._checkpoints.advance(
                     conn, tp.topic, tp.partition, expected, next_offset, anchor)
             result = await apply_resiliently(self.projection, conn, envelopes)
-            letters = list(poison)
-            for failure in result.failures:
-                e = failure.envelope
-                letters.append((RawMessage(e.topic, e.partition, e.offset, e.key, e.value, ()),
-                                failure.kind, failure.error))
+            letters = [*poison, *result.failures]
             await self._dead_letters.record(conn, letters)
-            if not result.invalidation.is_empty():
-                for payload in encode(result.invalidation):
-                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-        # Step 4. Committed.
-        for _, kind, _ in letters:
-            self.metrics.dead_letters.labels(self.projection.name, kind).inc()
+            await notify(conn, result.invalidation)
+        # Step 5. Committed.
+        for letter in letters:
+            self.metrics.dead_letters.labels(self.projection.name, letter.kind).inc()
         if result.repriced:
             self.metrics.repriced.labels(self.projection.name).inc(result.repriced)
         return result.applied

@@ -29,7 +29,8 @@ class SequentialProjection(Projection):
             except Exception as exc:  # any error but an outage is this event's alone
                 if is_outage(exc):
                     raise
-                failures.append(Failure(envelope, "handler_error", f"{type(exc).__name__}: {exc}"))
+                failures.append(Failure.of(envelope, "handler_error",
+                                           f"{type(exc).__name__}: {exc}"))
                 continue
             applied += 1
         return ApplyResult(applied, merge(changes), failures)

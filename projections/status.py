@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ledger.db import connect
 from ledger.settings import Settings
 from ledger.topics import TopicDifference, topic_differences, topic_specs
-from projections.deadletters import count_by_reason
 from projections.registry import PROJECTION_NAMES, make_projection
+from projections.storage import count_by_reason, read_checkpoints
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +60,18 @@ async def projection_status(
 ) -> tuple[list[PartitionStatus], list[tuple[str, str, int]]]:
     conn = await connect(dsn, settings)
     try:
-        rows = await conn.fetch(
-            "SELECT projection, topic, partition, next_offset FROM projection_checkpoints "
-            "ORDER BY projection, topic, partition")
+        checkpoints = await read_checkpoints(conn)
         dead = await count_by_reason(conn)
     finally:
         await conn.close()
     topics = [make_projection(name).topic(settings) for name in PROJECTION_NAMES]
     ends = await log_ends(bootstrap_servers, topics)
     result = []
-    for row in rows:
-        end = ends.get(TopicPartition(row["topic"], row["partition"]))
-        lag = None if end is None else max(end - row["next_offset"], 0)
-        result.append(PartitionStatus(row["projection"], row["topic"], row["partition"],
-                                      row["next_offset"], end, lag))
+    for c in checkpoints:
+        end = ends.get(TopicPartition(c.topic, c.partition))
+        lag = None if end is None else max(end - c.next_offset, 0)
+        result.append(PartitionStatus(c.projection, c.topic, c.partition, c.next_offset,
+                                      end, lag))
     return result, dead
 
 

@@ -21,9 +21,10 @@ from uuid import UUID
 
 import asyncpg
 
-from ledger.events import UsageRecorded, dump_event
+from ledger.events import UsageRecorded
 from ledger.invalidation import Invalidation, merge
 from ledger.settings import Settings
+from projections import budgets
 from projections.base import ApplyResult, Envelope, Failure, Projection, lock_key
 from projections.outage import is_outage
 from projections.pricer import CatalogPricer
@@ -37,7 +38,7 @@ _COLUMNS = (
     "latency_ms", "status", "error_code", "cost_usd", "cost_source", "metadata", "source",
     "service_tier", "data_residency", "vertex_location", "inference_geo",
 )
-_STAGE_COLUMNS = (*_COLUMNS, "fingerprint")
+_STAGE_COLUMNS = (*_COLUMNS, "fingerprint", "hold_estimate", "hold_leases")
 _COUNTERS = (
     "prompt_tokens", "completion_tokens", "cache_read_input_tokens",
     "cache_creation_input_tokens", "reasoning_tokens", "audio_input_tokens",
@@ -53,7 +54,8 @@ CREATE TEMP TABLE IF NOT EXISTS usage_stage (
     audio_input_tokens bigint, audio_output_tokens bigint, images bigint, input_seconds numeric,
     output_seconds numeric, characters bigint, latency_ms bigint, status text, error_code text,
     cost_usd numeric, cost_source text, metadata text, source text, service_tier text,
-    data_residency text, vertex_location text, inference_geo text, fingerprint bytea
+    data_residency text, vertex_location text, inference_geo text, fingerprint bytea,
+    hold_estimate numeric, hold_leases uuid[]
 ) ON COMMIT DELETE ROWS
 """
 
@@ -108,11 +110,17 @@ WITH fresh AS (
         last_occurred_at = greatest(s.last_occurred_at, EXCLUDED.last_occurred_at),
         updated_at = now()
     RETURNING api_key_id
-)
+)<budget ctes>
 SELECT (SELECT count(*) FROM claimed) AS inserted,
        (SELECT array_agg(DISTINCT api_key_id::text) FROM upserted) AS key_ids,
-       (SELECT array_agg(event_id) FROM conflicting) AS conflicting
+       (SELECT array_agg(event_id) FROM conflicting) AS conflicting<budget result>
 """
+# Live batches also move budget spend and settle holds (projections.budgets); a rebuild's
+# replay does not (its swap recomputes budget spend from the rebuilt records).
+_LIVE_STATEMENT = _INSERTED_AND_SUMMED.replace("<budget ctes>", budgets.SPEND_CTES).replace(
+    "<budget result>", budgets.SPEND_RESULT)
+_REPLAY_STATEMENT = _INSERTED_AND_SUMMED.replace("<budget ctes>", "").replace(
+    "<budget result>", "")
 
 
 # Children of the usage_records that search_path resolves to (a rebuild's scratch copy too).
@@ -164,6 +172,11 @@ class UsageProjection(Projection):
 
     def tables(self) -> tuple[str, ...]:
         return ("usage_event_ids", "usage_records", "monthly_usage_summaries")
+
+    async def after_swap(self, conn: asyncpg.Connection) -> None:
+        """The rebuilt records are live now: budget spend follows them (holds and alerts,
+        which are live state, stay as they are; an alert already sent is not sent again)."""
+        await budgets.recompute(conn, None)
 
     async def prepare(self, conn: asyncpg.Connection, batch: list[Envelope]) -> None:
         """Create missing monthly partitions, in their own short transaction.
@@ -232,7 +245,7 @@ class UsageProjection(Projection):
         costs = await self._pricer.costs(conn, [event for _, event, _ in copies])
         for (envelope, event, digest), cost in zip(copies, costs, strict=True):
             if isinstance(cost, Exception):
-                failures.append(Failure(envelope, "handler_error", f"pricing failed: {cost}"))
+                failures.append(Failure.of(envelope, "handler_error", f"pricing failed: {cost}"))
                 continue
             envelopes.append(envelope)
             rows.append(_row(event, cost, digest))
@@ -242,7 +255,7 @@ class UsageProjection(Projection):
         self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]
     ) -> tuple[int, list[str], set[UUID]]:
         await conn.copy_records_to_table("usage_stage", records=rows, columns=_STAGE_COLUMNS)
-        result = await conn.fetchrow(_INSERTED_AND_SUMMED)
+        result = await conn.fetchrow(_REPLAY_STATEMENT if self.rebuilding else _LIVE_STATEMENT)
         assert result is not None
         return (int(result["inserted"]), list(result["key_ids"] or []),
                 set(result["conflicting"] or ()))
@@ -261,7 +274,8 @@ class UsageProjection(Projection):
             except Exception as exc:
                 if is_outage(exc):
                     raise
-                failures.append(Failure(envelope, "handler_error", f"{type(exc).__name__}: {exc}"))
+                failures.append(Failure.of(envelope, "handler_error",
+                                           f"{type(exc).__name__}: {exc}"))
                 continue
             if conflicting:
                 failures.append(_conflict(envelope))
@@ -274,24 +288,31 @@ class UsageProjection(Projection):
 # form said, and keeps the fingerprint the v2 projector stored for it: a copy re-sent after
 # the upgrade is a duplicate, not a conflicting one.
 _V3_FIELDS = frozenset({"service_tier", "data_residency", "vertex_location", "inference_geo"})
-# How those four fields serialize when all are null, and the version, in the model's field
-# order. Structural JSON only: inside a string every quote is escaped, so these bytes cannot
+# hold_id says which reservation to settle, not what was used: a copy re-sent with or
+# without it is the same event, and events from before it existed keep their fingerprint.
+_NOT_FINGERPRINTED = {"hold_id"}
+_V2_EXCLUDED = {*_V3_FIELDS, *_NOT_FINGERPRINTED}
+# How the four v3 fields serialize when all are null, the version, and hold_id (the model's
+# last field, so its last occurrence is the top-level one even if metadata has that key).
+# Structural JSON only: inside a string every quote is escaped, so these bytes cannot
 # occur within a value, and the first occurrence is the field itself.
 _V3_NULLS = (b',"service_tier":null,"data_residency":null,"vertex_location":null,'
              b'"inference_geo":null')
 _V3_VERSION, _V2_VERSION = b'"schema_version":3', b'"schema_version":2'
+_HOLD_ID = b',"hold_id":'
 
 
 def fingerprint(event: UsageRecorded) -> bytes:
     """What an event says, for telling a re-sent copy from another event reusing its id.
 
-    Defined as the digest of the event's JSON, or of its v2 form (``schema_version`` 2,
-    without the v3 fields) when the v3 fields are all null. The v2 form is cut out of the
-    plain JSON rather than serialized with ``exclude``: that serialization took ~3x as long,
-    and this runs once per event (``fingerprint_by_definition`` is the slow, defining form;
-    a test holds them equal).
+    Defined as the digest of the event's JSON without ``hold_id``, or of its v2 form
+    (``schema_version`` 2, without the v3 fields) when the v3 fields are all null. Both are
+    cut out of the plain JSON rather than serialized with ``exclude``: that serialization
+    took ~3x as long, and this runs once per event (``fingerprint_by_definition`` is the
+    slow, defining form; a test holds them equal).
     """
     body = event.__pydantic_serializer__.to_json(event)
+    body = body[:body.rindex(_HOLD_ID)] + b"}"  # drop hold_id, the last field
     if (event.service_tier is None and event.data_residency is None
             and event.vertex_location is None and event.inference_geo is None):
         body = body.replace(_V3_NULLS, b"", 1).replace(_V3_VERSION, _V2_VERSION, 1)
@@ -302,16 +323,16 @@ def fingerprint_by_definition(event: UsageRecorded) -> bytes:
     """``fingerprint`` computed the obvious way (for the test that holds the two equal)."""
     if all(getattr(event, name) is None for name in _V3_FIELDS):
         as_v2 = event.model_copy(update={"schema_version": 2})
-        body = event.__pydantic_serializer__.to_json(as_v2, exclude=set(_V3_FIELDS), warnings=False)
+        body = event.__pydantic_serializer__.to_json(as_v2, exclude=_V2_EXCLUDED, warnings=False)
     else:
-        body = dump_event(event)
+        body = event.__pydantic_serializer__.to_json(event, exclude=_NOT_FINGERPRINTED)
     return hashlib.blake2b(body, digest_size=16).digest()
 
 
 def _conflict(envelope: Envelope) -> Failure:
-    return Failure(envelope, "conflicting_duplicate",
-                   f"event_id {envelope.event.event_id} was already projected with another "
-                   "payload; the first copy is kept")
+    return Failure.of(envelope, "conflicting_duplicate",
+                      f"event_id {envelope.event.event_id} was already projected with another "
+                      "payload; the first copy is kept")
 
 
 def _row(event: UsageRecorded, cost: tuple[Any, str], digest: bytes) -> tuple[Any, ...]:
@@ -324,4 +345,5 @@ def _row(event: UsageRecorded, cost: tuple[Any, str], digest: bytes) -> tuple[An
         event.output_seconds, event.characters, event.latency_ms, event.status, event.error_code,
         cost_usd, cost_source, json.dumps(event.metadata), event.source, event.service_tier,
         event.data_residency, event.vertex_location, event.inference_geo, digest,
+        *budgets.hold_columns(event.hold_id),
     )

@@ -13,6 +13,7 @@ import signal
 from prometheus_client import start_http_server
 
 from ledger.settings import Settings
+from projections.alerts import AlertRelay
 from projections.metrics import ProjectorMetrics
 from projections.registry import PROJECTION_NAMES, make_projection
 from projections.runner import ProjectionRunner
@@ -31,6 +32,9 @@ class ProjectorWorker:
                              bootstrap_servers=bootstrap_servers, metrics=self.metrics)
             for name in projections
         ]
+        # Where usage is projected, budget alerts are published (projections/alerts.py).
+        self.relays = [AlertRelay(settings, dsn=dsn, bootstrap_servers=bootstrap_servers)
+                       ] if "usage" in projections else []
         self.stop = asyncio.Event()
         self._metrics_port = metrics_port
 
@@ -43,6 +47,7 @@ class ProjectorWorker:
             log.info("metrics on :%d/metrics", self._metrics_port)
         tasks = [asyncio.create_task(r.run(self.stop), name=r.projection.name)
                  for r in self.runners]
+        tasks += [asyncio.create_task(r.run(self.stop), name="alerts") for r in self.relays]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from readmodels.budgets import Alert, BudgetReader, BudgetRow, BudgetState, Ceiling
 from readmodels.cache import CacheStats
 from readmodels.exceptions import (
     DatabaseTimeoutError,
@@ -30,8 +31,13 @@ from readmodels.usage import (
 )
 
 __all__ = [
+    "Alert",
     "ApiKey",
+    "BudgetReader",
+    "BudgetRow",
+    "BudgetState",
     "CacheStats",
+    "Ceiling",
     "DatabaseTimeoutError",
     "DatabaseUnavailableError",
     "Decision",

@@ -1,4 +1,5 @@
-"""The CLI's reads of the projected catalog: ``ledger models show|search`` and ``ledger cost``.
+"""The CLI's reads of the projected catalog: ``ledger models show|search``, ``ledger cost``
+and the catalog importer's view of what is already projected (:func:`read_catalog_state`).
 
 Names resolve by the one rule of ``ledger.catalog.naming`` (name, alias, ``provider/name``,
 ``provider/alias``, then the same ignoring case); search is naming's one ranking. This
@@ -21,10 +22,13 @@ from ledger.catalog.record import ModelRecord
 
 __all__ = [
     "MIN_WORD_SIMILARITY",
+    "CatalogState",
     "ModelMatch",
     "ResolvedModel",
     "aliases_of",
     "catalog_is_empty",
+    "live_model_count",
+    "read_catalog_state",
     "resolve",
     "search",
 ]
@@ -97,3 +101,27 @@ async def aliases_of(conn: asyncpg.Connection, model: str) -> list[str]:
 
 async def catalog_is_empty(conn: asyncpg.Connection) -> bool:
     return not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM models)")
+
+
+@dataclass(frozen=True)
+class CatalogState:
+    """The catalog as projected, which an import is planned against."""
+
+    models: dict[str, dict[str, Any]]  # live (not retired) model -> raw entry as stored
+    aliases: dict[str, str]
+    providers: frozenset[str]
+
+
+async def read_catalog_state(conn: asyncpg.Connection) -> CatalogState:
+    rows = await conn.fetch("SELECT name, raw::text AS raw FROM models WHERE retired_at IS NULL")
+    # parse_float=Decimal: prices are compared exactly, never through a binary float.
+    models = {r["name"]: json.loads(r["raw"], parse_float=Decimal) for r in rows}
+    aliases = {r["alias"]: r["model"] for r in await conn.fetch(
+        "SELECT alias, model FROM model_aliases")}
+    providers = frozenset(r["name"] for r in await conn.fetch("SELECT name FROM providers"))
+    return CatalogState(models, aliases, providers)
+
+
+async def live_model_count(conn: asyncpg.Connection) -> int:
+    """Models not retired."""
+    return int(await conn.fetchval("SELECT count(*) FROM models WHERE retired_at IS NULL"))

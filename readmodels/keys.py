@@ -20,6 +20,7 @@ from uuid import UUID
 import asyncpg
 
 from ledger.keys import hash_key, is_key_hash
+from readmodels.budgets import BudgetReader, BudgetState, Slot
 from readmodels.cache import MISSING, Cache
 from readmodels.exceptions import DatabaseUnavailableError, InvalidArgumentError
 from readmodels.usage import as_uuid
@@ -97,6 +98,12 @@ class Decision:
     reason: Reason
     key: ApiKey | None
     detail: str | None = None  # for ``unavailable``: what failed (never the key)
+    # With ``estimate_usd`` and allowed: the reservation to put on the UsageRecorded (or to
+    # give back with ``release``). None otherwise.
+    hold_id: str | None = None
+    # The binding ceiling (lowest remaining) when any applies; for ``over_budget``, the one
+    # that refused.
+    budget: BudgetState | None = None
 
     @property
     def checked(self) -> bool:
@@ -136,6 +143,7 @@ class KeyReader:
         cache: Cache[str, ApiKey],
         models: ModelReader,
         usage: UsageReader,
+        budgets: BudgetReader,
         *,
         clock: Callable[[], datetime] = _now,
         allow_when_unavailable: bool = False,
@@ -144,6 +152,7 @@ class KeyReader:
         self._cache = cache
         self._models = models
         self._usage = usage
+        self._budgets = budgets
         self._clock = clock
         self._allow_when_unavailable = allow_when_unavailable
         self.unavailable = 0  # authorize() answers that could not be checked
@@ -193,8 +202,16 @@ class KeyReader:
 
     # -- authorization -------------------------------------------------------------------------
 
-    async def authorize(self, plaintext_key: str, model: str) -> Decision:
+    async def authorize(self, plaintext_key: str, model: str,
+                        estimate_usd: Decimal | None = None) -> Decision:
         """May ``plaintext_key`` call ``model`` now? Checks run in the order of :class:`Reason`.
+
+        Budgets: every ceiling of the key (its budget, its owner's, ``max_budget_usd`` for
+        the UTC month) is checked; the lowest remaining binds and the decision names it.
+        With ``estimate_usd`` the decision, if allowed, holds that amount on every ceiling
+        (``hold_id``; refused with ``over_budget`` when it does not fit): put the hold id on
+        the UsageRecorded, or ``release`` it if the call produced no usage. Without it,
+        spent + open holds is compared with each limit: best effort (docs/budgets.md).
 
         Expiry is compared with the clock at every call, never cached as a boolean. When a
         check needs PostgreSQL and it cannot answer (unreachable, or past DB_ACQUIRE_TIMEOUT +
@@ -215,14 +232,40 @@ class KeyReader:
                 return Decision(False, Reason.EXPIRED, key)
             if key.allowed_models and not await self._model_allowed(key.allowed_models, model):
                 return Decision(False, Reason.MODEL_NOT_ALLOWED, key)
-            if key.max_budget_usd is not None:
-                spent = await self._usage.month_to_date_spend(key.id)
-                if spent >= key.max_budget_usd:
-                    return Decision(False, Reason.OVER_BUDGET, key)
-            return Decision(True, Reason.OK, key)
+            ceilings = await self._budgets.plan(key)
+            if not ceilings:
+                return Decision(True, Reason.OK, key)
+            if estimate_usd is None:
+                return await self._check_spent(key, ceilings)
+            if not (isinstance(estimate_usd, Decimal) and estimate_usd.is_finite()
+                    and estimate_usd >= 0):
+                raise InvalidArgumentError(
+                    f"estimate_usd must be a Decimal of 0 or more, got {estimate_usd!r}")
+            hold, state = await self._budgets.reserve(ceilings, estimate_usd)
+            if hold is None:
+                return Decision(False, Reason.OVER_BUDGET, key, budget=state)
+            return Decision(True, Reason.OK, key, hold_id=hold, budget=state)
         except DatabaseUnavailableError as exc:
             self.unavailable += 1
             return Decision(self._allow_when_unavailable, Reason.UNAVAILABLE, key, str(exc))
+
+    async def _check_spent(self, key: ApiKey, ceilings: list[Slot]) -> Decision:
+        states = await self._budgets.states(ceilings)
+        if key.max_budget_usd is not None:
+            # The monthly summaries hold the same UTC-month spend, and are what this check
+            # read before budgets existed.
+            month = await self._usage.month_to_date_spend(key.id)
+            states = [s if c.ceiling.origin != "max_budget_usd" else BudgetState(
+                s.scope, s.period, s.limit_usd, max(s.spent, month), s.reserved)
+                for c, s in zip(ceilings, states, strict=True)]
+        binding = min(states, key=lambda s: s.remaining)
+        if binding.spent + binding.reserved >= binding.limit_usd:
+            return Decision(False, Reason.OVER_BUDGET, key, budget=binding)
+        return Decision(True, Reason.OK, key, budget=binding)
+
+    async def release(self, hold_id: str) -> bool:
+        """Give back a hold whose call produced no usage; False for an unknown hold id."""
+        return await self._budgets.release(hold_id)
 
     async def _model_allowed(self, allowed: frozenset[str], model: str) -> bool:
         if model in allowed:
@@ -288,3 +331,12 @@ class KeyReader:
 
     def clear(self) -> None:
         self._cache.clear()
+
+
+async def count_projected(
+    conn: asyncpg.Connection, key_ids: list[UUID], *, revoked_only: bool = False
+) -> int:
+    """How many of ``key_ids`` the keys projection holds (only revoked ones, if asked)."""
+    return int(await conn.fetchval(
+        "SELECT count(*) FROM api_keys WHERE id = ANY($1::uuid[]) "
+        "AND (NOT $2 OR revoked_at IS NOT NULL)", key_ids, revoked_only))

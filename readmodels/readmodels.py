@@ -21,6 +21,7 @@ import asyncpg
 from ledger.exceptions import SettingsError
 from ledger.invalidation import Invalidation
 from ledger.settings import Settings, load_settings
+from readmodels.budgets import BudgetReader, Ceiling
 from readmodels.cache import Cache, CacheStats
 from readmodels.exceptions import (
     ConnectionExpiredError,
@@ -209,6 +210,7 @@ class ReadModels:
     keys: KeyReader
     models: ModelReader
     usage: UsageReader
+    budgets: BudgetReader
 
     def __init__(self, settings: Settings, dsn: str, *, spend_ttl: float,
                  ping_interval: float) -> None:
@@ -227,7 +229,11 @@ class ReadModels:
             negative_ttl)
         self._spend_cache: Cache[str, tuple[date, Decimal]] = Cache(
             "spend", settings.cache_api_key_size, spend_ttl)
-        self._caches = (self._key_cache, self._model_cache, self._spend_cache)
+        # Budget changes flush every cache (they are rare), so "no budget" can live as long.
+        key_ttl = settings.cache_api_key_ttl.total_seconds()
+        self._budget_cache: Cache[str, Ceiling] = Cache(
+            "budgets", settings.cache_api_key_size, key_ttl, key_ttl)
+        self._caches = (self._key_cache, self._model_cache, self._spend_cache, self._budget_cache)
         self._db: Database | None = None
         self._listener: Listener | None = None
         self._closed = False
@@ -244,8 +250,12 @@ class ReadModels:
         db = self._db
         self.models = ModelReader(db, self._model_cache)
         self.usage = UsageReader(db, self._spend_cache)
+        self.budgets = BudgetReader(db, self._budget_cache,
+                                    hold_ttl=self._settings.budget_hold_ttl,
+                                    state_ttl=self._spend_ttl,
+                                    plan_ttl=self._settings.cache_api_key_ttl.total_seconds())
         self.keys = KeyReader(
-            db, self._key_cache, self.models, self.usage,
+            db, self._key_cache, self.models, self.usage, self.budgets,
             allow_when_unavailable=self._settings.authorize_on_db_error == "allow")
         self._listener = Listener(
             self._dsn, self._apply, self._listener_lost, self._listener_up,
@@ -266,6 +276,8 @@ class ReadModels:
         if self._listener is not None:
             await self._listener.close()
         if self._db is not None:
+            with contextlib.suppress(ReadModelError):  # unreturned leases expire anyway
+                await self.budgets.close()
             await self._db.close()
         for cache in self._caches:
             cache.clear()
@@ -286,6 +298,8 @@ class ReadModels:
         self.keys.invalidate(change.key_hashes, change.key_ids)
         self.models.invalidate(change.models)
         self.usage.invalidate_spend(change.spend_key_ids)
+        if change.spend_key_ids:
+            self.budgets.spend_moved()
 
     def _listener_lost(self) -> None:
         for cache in self._caches:
@@ -303,6 +317,7 @@ class ReadModels:
         self.keys.clear()
         self.models.clear()
         self.usage.clear()
+        self.budgets.clear()
 
     # -- operations ----------------------------------------------------------------------------
 

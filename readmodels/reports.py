@@ -9,6 +9,9 @@ Usage whose ``api_key_id`` has no row in ``api_keys`` (its ``api_key.created`` i
 projected yet, or never will be) is counted like any other and marked: ``SpendRow.unknown_key``
 when grouped by key, and ``unknown_key_usage`` sums it (``ledger status``, ``ledger usage
 report``).
+
+:func:`key_totals` is the one exception, a reconciliation (the demo's): it sums the same keys
+from the raw records and from the summaries, which must agree.
 """
 
 from __future__ import annotations
@@ -107,3 +110,34 @@ async def months_with_usage(
 ) -> list[date]:
     rows = await conn.fetch("SELECT DISTINCT month FROM monthly_usage_summaries ORDER BY 1")
     return [row["month"] for row in rows]
+
+
+TOTAL_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd",
+                "unpriced")
+_RECORD_TOTALS = """
+SELECT count(*) AS requests, count(*) FILTER (WHERE status = 'error') AS errors,
+       coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
+       coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
+       coalesce(sum(cost_usd), 0) AS cost_usd,
+       count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced
+FROM usage_records WHERE api_key_id = ANY($1::uuid[])
+"""
+_SUMMARY_TOTALS = """
+SELECT coalesce(sum(requests), 0)::bigint AS requests,
+       coalesce(sum(errors), 0)::bigint AS errors,
+       coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
+       coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
+       coalesce(sum(cost_usd), 0) AS cost_usd,
+       coalesce(sum(unpriced_requests), 0)::bigint AS unpriced
+FROM monthly_usage_summaries WHERE api_key_id = ANY($1::uuid[])
+"""
+
+
+async def key_totals(
+    conn: asyncpg.Connection, key_ids: list[UUID], *, source: Literal["records", "summaries"]
+) -> dict[str, int | Decimal]:
+    """The ``TOTAL_FIELDS`` of these keys, all time, from the raw records or the summaries."""
+    row = await conn.fetchrow(_RECORD_TOTALS if source == "records" else _SUMMARY_TOTALS,
+                              key_ids)
+    assert row is not None  # an aggregate without GROUP BY always returns one row
+    return {name: row[name] for name in TOTAL_FIELDS}

@@ -6,6 +6,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -17,6 +18,19 @@ from ops.migrate import Migrator
 from tests.servers import Servers, docker_requested, docker_servers, embedded_servers
 
 TEMPLATE_DB = "ledger_template"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``servers`` every test that needs the session's PostgreSQL and broker.
+
+    A test needs them when its fixture closure (its fixtures and theirs, transitively) holds
+    the ``servers`` fixture; tests that start servers themselves carry the marker by hand.
+    ``pytest -m "not servers"`` then runs only what needs no server, and ``make fast``
+    (``-m "not servers and not slow"``) leaves out child processes too.
+    """
+    for item in items:
+        if "servers" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.servers)
 
 
 def _dsn_for(admin_dsn: str, database: str) -> str:
@@ -101,8 +115,11 @@ async def settings(pg_dsn: str, kafka_bootstrap: str, tmp_path: Path) -> Setting
         topic_usage=f"usage-{suffix}",
         topic_keys=f"keys-{suffix}",
         topic_catalog=f"catalog-{suffix}",
+        topic_alerts=f"alerts-{suffix}",
         topic_usage_partitions=4,
         consumer_group=f"projector-{suffix}",
+        # The least Kafka allows: tests that kill a worker wait this long for its partitions.
+        consumer_session_timeout=timedelta(seconds=6),
         ledger_home=tmp_path / "ledger-home",
         spool_dir=tmp_path / "spool",
     )

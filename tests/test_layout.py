@@ -2,9 +2,10 @@
 
 ``ledger`` is what a gateway imports and the contracts everyone shares; ``projections`` (the
 workers) and ``readmodels`` (the gateway's hot path) build on it and not on each other; the
-operator shell ``ops`` sits on top and nothing imports it. Every import statement of every
-module counts, including those inside functions and under ``TYPE_CHECKING``: a lazy import
-is still a dependency.
+operator shell ``ops`` sits on top and nothing imports it; nor ``integrations`` (adapters for
+other people's gateways, LiteLLM's), which uses ``ledger`` and ``readmodels``. Every import
+statement of every module counts, including those inside functions and under
+``TYPE_CHECKING``: a lazy import is still a dependency.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ledger", "projections", "readmodels", "ops")
+PACKAGES = ("ledger", "projections", "readmodels", "ops", "integrations")
 
 # What each package (or sub-package, longest prefix wins) may import among ours.
 ALLOWED: dict[str, set[str]] = {
@@ -23,6 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "projections": {"ledger", "projections"},
     "readmodels": {"ledger", "readmodels"},
     "ops": {"ledger", "projections", "readmodels", "ops"},
+    # Adapters for other people's gateways: the write side and the hot-path reads.
+    "integrations": {"ledger", "readmodels", "integrations"},
 }
 
 

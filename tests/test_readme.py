@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 
 from ledger.settings import Settings
-from tests.projections.helpers import running_worker, wait_for_rows, wait_until
+from tests.polling import wait_until
+from tests.projections.helpers import running_worker, wait_for_rows
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -48,6 +49,8 @@ async def test_readme_examples(settings: Settings, monkeypatch: pytest.MonkeyPat
     async with running_worker(settings, ("usage", "keys")):
         await _run(emit, namespace)
         await wait_for_rows(settings.database_url, "SELECT count(*) FROM usage_records", 1)
+        # The keys and usage projections run apart: the usage row says nothing about the key.
+        await wait_for_rows(settings.database_url, "SELECT count(*) FROM api_keys", 1)
         await _run(read, namespace)  # raises PermissionError unless the key is allowed
         await _run(revoke, namespace)
 

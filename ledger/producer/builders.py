@@ -12,10 +12,13 @@ from decimal import Decimal
 from typing import Any, Final, Literal, TypeVar, cast
 from uuid import UUID, uuid4
 
+from ledger import budgets
 from ledger.events import (
     ApiKeyCreated,
     ApiKeyRevoked,
     ApiKeyUpdated,
+    BudgetRemoved,
+    BudgetSet,
     EventBase,
     KeyMetadataDeleted,
     KeyMetadataSet,
@@ -171,6 +174,28 @@ class EventBuilder:
         return _validated(
             KeyMetadataDeleted, self._envelope(occurred_at, api_key_id=api_key_id, key=key)
         )
+
+    def set_budget(
+        self,
+        *,
+        scope: str,
+        limit_usd: Decimal | str | int,
+        period: str,
+        timezone: str = "UTC",
+        alert_thresholds: list[int] | tuple[int, ...] = budgets.DEFAULT_THRESHOLDS,
+        occurred_at: datetime | None = None,
+    ) -> BudgetSet:
+        """A BudgetSet; ``budgets.BudgetInputError`` names the field of bad input (a limit
+        not above 0, an unknown period or time zone, a malformed scope)."""
+        return _validated(BudgetSet, self._envelope(
+            occurred_at, scope=budgets.canonical_scope(scope),
+            limit_usd=budgets.check_limit(limit_usd), period=budgets.check_period(period),
+            timezone=budgets.zone(timezone).key,
+            alert_thresholds=budgets.check_thresholds(alert_thresholds)))
+
+    def remove_budget(self, *, scope: str, occurred_at: datetime | None = None) -> BudgetRemoved:
+        return _validated(BudgetRemoved, self._envelope(
+            occurred_at, scope=budgets.canonical_scope(scope)))
 
 
 _DEFAULT = EventBuilder("gateway")

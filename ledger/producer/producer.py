@@ -144,7 +144,7 @@ class LedgerProducer(SpoolingMixin):
     def from_settings(cls, settings: Settings, **overrides: Any) -> LedgerProducer:
         """Build from :class:`ledger.settings.Settings`; ``overrides`` win over what it says.
 
-        Takes ``KAFKA_BOOTSTRAP_SERVERS``, the three topic names, ``KAFKA_COMPRESSION`` and
+        Takes ``KAFKA_BOOTSTRAP_SERVERS``, the topic names, ``KAFKA_COMPRESSION`` and
         the spool directory (``SPOOL_DIR``, else ``LEDGER_HOME/spool``); pass
         ``spool_dir=None`` to run without a spool. Raises :class:`SettingsError` when
         ``KAFKA_BOOTSTRAP_SERVERS`` is not set.
@@ -152,8 +152,7 @@ class LedgerProducer(SpoolingMixin):
         if not settings.kafka_bootstrap_servers:
             raise SettingsError("KAFKA_BOOTSTRAP_SERVERS is not set: the producer needs a broker")
         options: dict[str, Any] = {
-            "topics": Topics(usage=settings.topic_usage, keys=settings.topic_keys,
-                             catalog=settings.topic_catalog),
+            "topics": Topics.from_settings(settings),
             "spool_dir": settings.resolved_spool_dir,
             "compression_type": settings.kafka_compression,
         }

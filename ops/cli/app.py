@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ops.cli import (
+    budgets_cmd,
     catalog_cmd,
     demo_cmd,
     dev,
@@ -34,5 +35,6 @@ project.register(app)
 catalog_cmd.register(app)
 keys_cmd.register(app)
 usage_cmd.register(app)
+budgets_cmd.register(app)
 demo_cmd.register(app)
 reconcile_cmd.register(app)

@@ -71,7 +71,8 @@ async def _status() -> None:
         try:
             conn = await connect(stack.database_url, stack.settings)
             try:
-                pg_detail = str(await conn.fetchval("SHOW server_version"))
+                version = conn.get_server_version()  # from the handshake: no query
+                pg_detail = f"{version.major}.{version.minor}"
                 migrations = await Migrator(conn).applied()
             finally:
                 await conn.close()

@@ -12,9 +12,9 @@ from rich.table import Table
 from ledger.db import connect
 from ops.cli import context
 from projections import PROJECTION_NAMES, ProjectorWorker, lognoise, make_projection
-from projections.deadletters import DeadLetter, list_dead_letters
 from projections.replay import replay_dead_letters
 from projections.status import pricing_status, projection_status, topic_configuration
+from projections.storage import DeadLetter, list_dead_letters
 from readmodels.reports import UnknownKeyUsage, unknown_key_usage
 
 console = Console()

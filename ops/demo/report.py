@@ -11,28 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ops.demo.runner import DemoResult
+from projections.storage import count_since
 from readmodels import ReadModels
-from readmodels.reports import spend_report
+from readmodels.reports import TOTAL_FIELDS, key_totals, spend_report
 
-_TOTALS = """
-SELECT count(*) AS requests, count(*) FILTER (WHERE status = 'error') AS errors,
-       coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
-       coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
-       coalesce(sum(cost_usd), 0) AS cost_usd,
-       count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced
-FROM usage_records WHERE api_key_id = ANY($1::uuid[])
-"""
-_SUMMARY_TOTALS = """
-SELECT coalesce(sum(requests), 0)::bigint AS requests,
-       coalesce(sum(errors), 0)::bigint AS errors,
-       coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
-       coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
-       coalesce(sum(cost_usd), 0) AS cost_usd,
-       coalesce(sum(unpriced_requests), 0)::bigint AS unpriced
-FROM monthly_usage_summaries WHERE api_key_id = ANY($1::uuid[])
-"""
-_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "unpriced")
-
+_FIELDS = TOTAL_FIELDS
 
 @dataclass(frozen=True)
 class Reconciliation:
@@ -55,8 +38,8 @@ async def reconcile(dsn: str, result: DemoResult) -> Reconciliation:
     ids = [key.id for key in result.keys]
     conn = await asyncpg.connect(dsn)
     try:
-        records = dict(await conn.fetchrow(_TOTALS, ids) or {})
-        summaries = dict(await conn.fetchrow(_SUMMARY_TOTALS, ids) or {})
+        records = await key_totals(conn, ids, source="records")
+        summaries = await key_totals(conn, ids, source="summaries")
     finally:
         await conn.close()
     return Reconciliation(emitted, records, summaries)
@@ -79,13 +62,11 @@ async def print_report(console: Console, dsn: str, result: DemoResult) -> Reconc
                 table.add_row(k.name or k.label if k else "", f"{k.cost_usd:.6f}" if k else "",
                               m.label if m else "", f"{m.cost_usd:.6f}" if m else "")
             console.print(table)
-        dead = await conn.fetch(
-            "SELECT error_kind, count(*) AS n FROM dead_letters WHERE created_at >= $1 "
-            "GROUP BY 1 ORDER BY 2 DESC", result.started_at)
+        dead = await count_since(conn, result.started_at)
     finally:
         await conn.close()
-    reasons = ", ".join(f"{row['error_kind']} {row['n']}" for row in dead)
-    console.print(f"dead letters this run: {sum(row['n'] for row in dead)} ({reasons}); "
+    reasons = ", ".join(f"{kind} {n}" for kind, n in dead)
+    console.print(f"dead letters this run: {sum(n for _, n in dead)} ({reasons}); "
                   f"poison sent: {result.poison}")
 
     async with ReadModels.open(dsn) as rm:

@@ -42,7 +42,9 @@ from ops.demo.emitter import EmitterProcess, TrafficJob
 from ops.demo.traffic import DemoKey, TrafficGenerator
 from ops.devstack import DevStack
 from ops.migrate import Migrator
+from projections.storage import projected_up_to
 from readmodels import CacheStats, ReadModels
+from readmodels.keys import count_projected
 
 WORKERS = 2
 REVOKED_KEYS = 5
@@ -216,10 +218,7 @@ class DemoRunner:
     async def _projected(self) -> int:
         conn = await connect(self.dsn, self.settings)
         try:
-            value = await conn.fetchval(
-                "SELECT coalesce(sum(next_offset), 0) FROM projection_checkpoints "
-                "WHERE projection = 'usage' AND topic = $1", self.settings.topic_usage)
-            return int(value)
+            return await projected_up_to(conn, "usage", self.settings.topic_usage)
         finally:
             await conn.close()
 
@@ -236,9 +235,7 @@ class DemoRunner:
         try:
             ids = [key.id for key in keys]
             for _ in range(1200):
-                done = await conn.fetchval(
-                    "SELECT count(*) FROM api_keys WHERE id = ANY($1::uuid[]) "
-                    "AND (NOT $2 OR revoked_at IS NOT NULL)", ids, revoked)
+                done = await count_projected(conn, ids, revoked_only=revoked)
                 if done == len(ids):
                     return
                 await asyncio.sleep(0.1)

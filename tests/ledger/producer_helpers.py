@@ -19,13 +19,15 @@ from ops.devstack.ports import free_port
 
 def unique_topics() -> Topics:
     suffix = uuid.uuid4().hex[:10]
-    return Topics(usage=f"usage-{suffix}", keys=f"keys-{suffix}", catalog=f"catalog-{suffix}")
+    return Topics(usage=f"usage-{suffix}", keys=f"keys-{suffix}", catalog=f"catalog-{suffix}",
+                  alerts=f"alerts-{suffix}")
 
 
 async def create_topics(bootstrap: str, topics: Topics, partitions: int = 3) -> None:
     """Create explicitly: auto-create is unreliable on the embedded broker."""
     await ensure_topics(bootstrap, [TopicSpec(name, partitions)
-                                    for name in (topics.usage, topics.keys, topics.catalog)])
+                                    for name in (topics.usage, topics.keys, topics.catalog,
+                                                 topics.alerts)])
 
 
 async def consume(

@@ -17,8 +17,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from ledger.events import CURRENT_VERSIONS, parse_event
 from ledger.exceptions import EventDecodeError
 from ledger.schema import event_json_schema
@@ -52,7 +50,11 @@ def load_json(body: bytes) -> tuple[bool, Any]:
 
 
 @cache
-def python_validator() -> jsonschema.Draft202012Validator:
+def python_validator() -> Any:  # a jsonschema.Draft202012Validator
+    # Imported here: with its format checkers jsonschema takes seconds to import, which
+    # collecting the test suite (the fast tier included) would otherwise pay.
+    import jsonschema
+
     schema = event_json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(

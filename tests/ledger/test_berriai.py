@@ -66,17 +66,20 @@ def test_load_from_path(tmp_path: Any) -> None:
 # -- diff --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of CPU: a long property search or passes over the whole catalog
 def test_rediff_of_identical_maps_is_empty(snapshot: dict[str, dict[str, Any]]) -> None:
     diff = diff_catalog(snapshot, copy.deepcopy(snapshot))
     assert diff.is_noop
     assert len(diff.unchanged) == len(snapshot)
 
 
+@pytest.mark.slow  # seconds of CPU: a long property search or passes over the whole catalog
 def test_float_and_decimal_parses_are_the_same_catalog(snapshot: dict[str, dict[str, Any]]) -> None:
     as_floats = json.loads(snapshot_path().read_bytes())  # floats, and sample_spec included
     assert diff_catalog(as_floats, snapshot).is_noop
 
 
+@pytest.mark.slow  # seconds of CPU: a long property search or passes over the whole catalog
 def test_one_changed_price_is_exactly_one_change(snapshot: dict[str, dict[str, Any]]) -> None:
     current = copy.deepcopy(snapshot)
     current["gpt-4o"]["input_cost_per_token"] = Decimal("0.000003")
@@ -86,6 +89,7 @@ def test_one_changed_price_is_exactly_one_change(snapshot: dict[str, dict[str, A
     assert len(diff.unchanged) == len(snapshot) - 1
 
 
+@pytest.mark.slow  # seconds of CPU: a long property search or passes over the whole catalog
 def test_removed_entry_is_retired_and_new_one_added(snapshot: dict[str, dict[str, Any]]) -> None:
     current = copy.deepcopy(snapshot)
     del current["gpt-4o"]

@@ -189,6 +189,7 @@ _keys = st.sampled_from(
 
 @settings(max_examples=300, deadline=None)
 @given(entry=st.dictionaries(_keys, _json, max_size=12))
+@pytest.mark.slow  # seconds of CPU: a long property search or passes over the whole catalog
 def test_from_berriai_never_raises_and_keeps_raw(entry: dict[str, Any]) -> None:
     record = ModelRecord.from_berriai("fuzz", entry)
     assert record.raw == entry or record.raw.keys() == entry.keys()  # NaN != NaN

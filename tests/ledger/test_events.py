@@ -33,6 +33,7 @@ from ledger.exceptions import (
 )
 from ledger.keys import generate_key, hash_key, is_key_hash
 from ledger.producer.builders import EventBuilder, create_key, update_key, usage
+from ledger.settings import Settings
 
 KEY_ID = UUID("3f1c2a8e-5b7d-4e09-9a41-6c2f0d8b7e15")
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
@@ -137,8 +138,11 @@ def test_routing_keys_and_headers() -> None:
     key_event = create_key(name="k", plaintext_key="sk-led-x", api_key_id=KEY_ID)
     assert topic_for(key_event, topics) == "k"
     assert partition_key(key_event) == str(KEY_ID).encode()
+    budget = EventBuilder("t").set_budget(scope="owner:team-a", limit_usd="5", period="day")
+    assert topic_for(budget, topics) == "k"
+    assert partition_key(budget) == b"owner:team-a"  # one scope's history stays in order
     assert set(EVENT_TYPES) == set(CURRENT_VERSIONS)
-    assert len(EVENT_TYPES) == 12
+    assert len(EVENT_TYPES) == 15
 
 
 def test_api_key_updated_carries_only_set_fields() -> None:
@@ -289,3 +293,11 @@ def test_key_hashing() -> None:
     assert isinstance(created, ApiKeyCreated)
     assert plaintext.encode() not in dump_event(created)
     assert created.key_hash == digest
+
+
+def test_topics_come_from_the_settings_and_default_as_they_do() -> None:
+    configured = Settings.model_construct(topic_usage="u", topic_keys="k", topic_catalog="c")
+    assert Topics.from_settings(configured) == Topics("u", "k", "c")
+    defaults = Settings.model_construct()
+    assert Topics.from_settings(defaults) == Topics() == Topics(
+        defaults.topic_usage, defaults.topic_keys, defaults.topic_catalog)

@@ -275,6 +275,7 @@ def usages(draw: st.DrawFn) -> Usage:
 
 @settings(max_examples=300, deadline=None)
 @given(name=st.sampled_from(_PRICED), usage=usages(), extra=st.integers(1, 10_000))
+@pytest.mark.slow  # seconds of CPU: a long property search or passes over the whole catalog
 def test_cost_is_exact_nonnegative_and_monotone(name: str, usage: Usage, extra: int) -> None:
     b = price(model(name), usage)
     assert isinstance(b.total, Decimal)
@@ -330,6 +331,7 @@ def _conditions(context: dict[str, str]) -> dict[str, Any]:
     return {**{k: v for k, v in context.items() if k != "at"}, "at": at}
 
 
+@pytest.mark.slow  # seconds of CPU: a long property search or passes over the whole catalog
 def test_agrees_with_litellm_cost_per_token() -> None:
     """Every case LiteLLM answered: service tiers, batch, off-peak moments, uplifts."""
     document = _litellm_cases()

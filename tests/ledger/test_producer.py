@@ -52,7 +52,7 @@ from tests.ledger.producer_helpers import (
     private_broker,
     unique_topics,
 )
-from tests.projections.helpers import wait_until
+from tests.polling import wait_until
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 
@@ -212,6 +212,7 @@ async def test_emit_and_wait_and_from_settings(kafka_bootstrap: str, tmp_path: P
         topic_usage=topics.usage,
         topic_keys=topics.keys,
         topic_catalog=topics.catalog,
+        topic_alerts=topics.alerts,
         spool_dir=tmp_path / "spool",
     )
     producer = LedgerProducer.from_settings(settings)
@@ -349,6 +350,7 @@ def test_an_unknown_codec_is_refused_with_one_line() -> None:
         LedgerProducer("127.0.0.1:1", compression_type="brotli")
 
 
+@pytest.mark.servers  # starts its own
 async def test_events_sent_across_a_broker_reset_are_never_lost(tmp_path: Path) -> None:
     """The chaos run's loss: after a memory-only broker restarts, its first acknowledgements
     (at offset 0, for a topic it no longer has) must not be trusted, and asking about a topic
@@ -372,11 +374,10 @@ async def test_events_sent_across_a_broker_reset_are_never_lost(tmp_path: Path) 
             admin_topics = await _topic_names(broker.bootstrap_servers)
             assert topics.usage not in admin_topics  # nobody auto-created it meanwhile
             await create_topics(broker.bootstrap_servers, topics, partitions=6)
-            for _ in range(300):  # the spool drains once the topics are back
-                if not producer.spool_stats().spooling:
-                    break
-                await asyncio.sleep(0.1)
-            assert not producer.spool_stats().spooling
+            async def drained() -> bool:  # the spool drains once the topics are back
+                return not producer.spool_stats().spooling
+
+            await wait_until(drained, 30, "the spool to drain")
         messages = await consume(broker.bootstrap_servers, [topics.usage], 120)
     assert {e.event_id for e in after} <= {parse_event(m.value).event_id for m in messages}
 

@@ -24,6 +24,8 @@ from tests.ledger.schema_oracles import (
 )
 from tests.ledger.test_wire_format import CURRENT
 
+pytestmark = pytest.mark.slow  # judged by node (ajv) and by jsonschema (seconds to import)
+
 BASES: dict[str, dict[str, Any]] = {example.body["type"]: example.body for example in CURRENT}
 DROP = object()
 NANO = "2026-11-25T09:30:00.123456789Z"

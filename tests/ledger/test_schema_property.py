@@ -19,6 +19,7 @@ import re
 from collections import Counter
 from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +34,8 @@ from tests.ledger.schema_oracles import (
     reader_accepts,
 )
 from tests.ledger.wire_strategies import EVENTS, bodies
+
+pytestmark = pytest.mark.slow  # thousands of examples, judged by node (ajv) too
 
 EXAMPLES = int(os.environ.get("LEDGER_SCHEMA_EXAMPLES", "1000"))
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None, print_blob=True,

@@ -73,6 +73,7 @@ def test_bad_value_names_the_variable(
     assert "\n" not in message
 
 
+@pytest.mark.slow  # the CLI in a child process
 def test_cli_reports_bad_setting_in_one_line_without_traceback() -> None:
     env = {"PATH": "/usr/bin:/bin", "CACHE_MODEL_TTL": "forever"}
     result = subprocess.run(
@@ -145,3 +146,32 @@ def test_a_bad_database_url_is_reported_without_its_password(
         load_settings()
     assert "DATABASE_URL" in str(info.value) and "s3cret" not in str(info.value)
     assert "postgresql://ledger:***@db:notaport/ledger" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "plain", "prefixed"),
+    [("database_url", "postgresql://litellm@db/litellm", "postgresql://ledger@db/ledger"),
+     ("kafka_bootstrap_servers", "other:9092", "kafka:9092"),
+     ("spool_dir", "/var/other", "/var/ledger-spool")],
+)
+def test_ledger_prefixed_names_win_over_the_plain_ones(
+    monkeypatch: pytest.MonkeyPatch, field: str, plain: str, prefixed: str
+) -> None:
+    """A LiteLLM proxy owns DATABASE_URL: LEDGER_DATABASE_URL (and the other two) is read first."""
+    monkeypatch.setenv(field.upper(), plain)
+    assert str(getattr(load_settings(), field)) == plain
+    monkeypatch.setenv(f"LEDGER_{field.upper()}", prefixed)
+    settings = load_settings()
+    assert str(getattr(settings, field)) == prefixed
+    # A child process given environment() reads the same value whichever name it prefers.
+    assert settings.environment()[f"LEDGER_{field.upper()}"] == prefixed
+    assert settings.environment()[field.upper()] == prefixed
+
+
+def test_a_bad_prefixed_database_url_is_named_and_redacted(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGER_DATABASE_URL", "mysql://ledger:s3cret@db/ledger")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "LEDGER_DATABASE_URL" in str(info.value) and "s3cret" not in str(info.value)

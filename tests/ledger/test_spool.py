@@ -19,6 +19,7 @@ from ledger.producer import spool as spool_module
 from ledger.producer.spool import Spool, SpoolRecord
 from ledger.producer.spool_frames import encode_record
 from tests.ledger.producer_helpers import consume, create_topics, private_broker, unique_topics
+from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,6 +98,7 @@ def usage_event(producer: LedgerProducer, number: int) -> UsageRecorded:
     )
 
 
+@pytest.mark.servers  # starts its own
 async def test_broker_down_then_back_loses_nothing(tmp_path: Path) -> None:
     with private_broker(tmp_path) as broker:
         topics = unique_topics()
@@ -208,6 +210,7 @@ def topics_args(topics: Topics) -> list[str]:
     return [topics.usage, topics.keys, topics.catalog]
 
 
+@pytest.mark.servers  # starts its own
 async def test_close_is_bounded_and_the_spool_survives_it(tmp_path: Path) -> None:
     with private_broker(tmp_path) as broker:
         topics = unique_topics()
@@ -233,6 +236,7 @@ async def test_close_is_bounded_and_the_spool_survives_it(tmp_path: Path) -> Non
         assert {parse_event(m.value).event_id for m in messages} == {e.event_id for e in events}
 
 
+@pytest.mark.servers  # starts its own
 async def test_producer_started_before_the_broker_catches_up(tmp_path: Path) -> None:
     with private_broker(tmp_path) as broker:
         topics = unique_topics()
@@ -250,11 +254,10 @@ async def test_producer_started_before_the_broker_catches_up(tmp_path: Path) -> 
                 assert (await producer.emit_and_wait(event)).status == "spooled"
             broker.start()
             await create_topics(broker.bootstrap_servers, topics)
-            for _ in range(100):  # the resend task connects, drains, then sends directly
-                if not producer.spooling:
-                    break
-                await asyncio.sleep(0.1)
-            assert not producer.spooling
+            async def drained() -> bool:  # the resend task connects, drains, sends directly
+                return not producer.spooling
+
+            await wait_until(drained, 10, "the spool to drain")
             last = usage_event(producer, 50)
             assert (await producer.emit_and_wait(last)).status == "sent"
         messages = await consume(broker.bootstrap_servers, [topics.usage], 51)

@@ -281,6 +281,7 @@ def test_a_frame_that_checks_out_but_does_not_decode_is_quarantined_on_read(
     length=st.integers(min_value=1, max_value=64),
     noise=st.binary(min_size=1, max_size=64),
 )
+@pytest.mark.slow  # seconds of CPU: a long property search or passes over the whole catalog
 def test_random_damage_keeps_every_untouched_frame_and_invents_nothing(
     sizes: list[int], damage: str, where: float, length: int, noise: bytes
 ) -> None:

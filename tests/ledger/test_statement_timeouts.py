@@ -19,7 +19,8 @@ import asyncpg
 
 from ledger.settings import Settings
 from tests.ops.test_cli_errors import _one_line
-from tests.projections.helpers import running_worker, wait_until
+from tests.polling import wait_until
+from tests.projections.helpers import running_worker
 
 HANG_GUARD_S = 60
 _MIGRATION_LOCK = 7_261_845_001  # ops.migrate's advisory lock key

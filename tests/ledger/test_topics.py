@@ -26,7 +26,8 @@ def _fresh_topics(settings: Settings) -> Settings:
     suffix = uuid.uuid4().hex[:10]
     return settings.model_copy(update={"topic_usage": f"usage-{suffix}",
                                        "topic_keys": f"keys-{suffix}",
-                                       "topic_catalog": f"catalog-{suffix}"})
+                                       "topic_catalog": f"catalog-{suffix}",
+                                       "topic_alerts": f"alerts-{suffix}"})
 
 
 def _ledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -82,7 +83,7 @@ async def test_topics_ensure_creates_topics_that_never_expire(settings: Settings
     fresh = _fresh_topics(settings)
     result = _ledger(fresh, "topics", "ensure")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("(created)") == 3
+    assert result.stdout.count("(created)") == 4  # usage, keys, catalog, alerts
     assert settings.kafka_bootstrap_servers
     for spec in topic_specs(fresh):
         configs, replicas = await _broker_view(settings.kafka_bootstrap_servers, spec.name)
@@ -93,7 +94,7 @@ async def test_topics_ensure_creates_topics_that_never_expire(settings: Settings
         assert replicas == 1
     again = _ledger(fresh, "topics", "ensure")  # repeatable, and nothing differs
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("(exists)") == 3 and again.stderr == ""
+    assert again.stdout.count("(exists)") == 4 and again.stderr == ""
 
 
 async def test_replication_and_min_insync_come_from_the_settings(settings: Settings) -> None:
@@ -122,7 +123,7 @@ async def test_an_existing_topic_with_a_week_of_retention_is_reported(
 
     ensure = _ledger(fresh, "topics", "ensure")
     assert ensure.returncode == 2, ensure.stderr  # created the others, but one topic differs
-    assert ensure.stdout.count("(created)") == 2
+    assert ensure.stdout.count("(created)") == 3
     lines = ensure.stderr.strip().splitlines()
     assert len(lines) == 1, ensure.stderr
     assert fresh.topic_usage in lines[0] and "retention.ms" in lines[0]
@@ -154,7 +155,7 @@ async def test_status_reports_a_missing_topic(settings: Settings) -> None:
     fresh = _fresh_topics(settings)
     status = _ledger(fresh, "status")
     assert status.returncode == 0, status.stderr
-    assert sum(1 for line in status.stdout.splitlines() if "missing" in line) == 3
+    assert sum(1 for line in status.stdout.splitlines() if "missing" in line) == 4
 
 
 def test_a_topic_the_broker_refuses_to_create_is_one_line() -> None:

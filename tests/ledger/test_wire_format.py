@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -53,12 +52,20 @@ def test_every_event_type_is_documented_once() -> None:
     assert OLD, "the v1 -> v2 upcasting example is missing"
 
 
+# jsonschema is imported where used: with its format checkers it takes seconds to import,
+# which every run of the fast tier (`make fast`, these deselected) would otherwise pay.
+@pytest.mark.slow
 @pytest.mark.parametrize("example", CURRENT, ids=lambda example: example.body["type"])
 def test_json_schema_accepts_documented_example(example: DocExample) -> None:
+    import jsonschema
+
     jsonschema.validate(example.body, event_json_schema())
 
 
+@pytest.mark.slow
 def test_json_schema_rejects_what_parse_event_rejects() -> None:
+    import jsonschema
+
     schema = event_json_schema()
     body = dict(CURRENT[0].body)
     for bad in ({"prompt_tokens": -1}, {"status": "partial"}, {"request_id": ""}, {"x": 1}):
@@ -101,7 +108,8 @@ async def test_plain_aiokafka_message_from_the_docs_is_accepted(kafka_bootstrap:
             sent += 1
     finally:
         await producer.stop()
-    messages = await consume(kafka_bootstrap, [topics.usage, topics.keys, topics.catalog], sent)
+    messages = await consume(
+        kafka_bootstrap, [topics.usage, topics.keys, topics.catalog, topics.alerts], sent)
     assert len(messages) == sent
     decoded = {str(parse_event(message.value).event_id) for message in messages}
     assert decoded == {example.body["event_id"] for example in EXAMPLES}

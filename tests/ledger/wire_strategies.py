@@ -21,6 +21,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from ledger.fields import (
+    MAX_ALERT_PERCENT,
     MAX_COUNT,
     MAX_JSON_DEPTH,
     MAX_METADATA_ENTRIES,
@@ -222,6 +223,20 @@ def near_key_hashes() -> st.SearchStrategy[Any]:
         [digest.upper(), digest[:-1], digest + "0", digest + "\n", "g" + digest[1:]]))
 
 
+def budget_scopes() -> st.SearchStrategy[str]:
+    return st.one_of(st.uuids().map(lambda value: f"key:{value}"),
+                     plain_text(1, MAX_TEXT_LENGTH - 6).map(lambda name: f"owner:{name}"))
+
+
+def near_budget_scopes() -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.uuids().flatmap(lambda value: st.sampled_from([
+            f"key:{str(value).upper()}", f"key:{value.hex}", str(value), f"key:{value}\n",
+            f"team:{value}"])),
+        st.sampled_from(["owner:", "key:", "owner", "", "owner:a\x00", "owner:" + "x" * 507,
+                         "owner:" + "x" * 506]))
+
+
 # -- collections and free-form JSON ------------------------------------------------------
 
 def metadata(keys: st.SearchStrategy[str], values: st.SearchStrategy[str]) -> Any:
@@ -305,6 +320,9 @@ WIRE: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]] = {
               st.one_of(near_text(MAX_TEXT_LENGTH).map(lambda text: [text]),
                         st.sampled_from([[None], [1], "gpt-4o", {}]))),
     "JsonObject": (json_objects(), near_json_objects()),
+    "BudgetScope": (budget_scopes(), near_budget_scopes()),
+    "Percent": (st.integers(0, MAX_ALERT_PERCENT),
+                st.sampled_from([-1, MAX_ALERT_PERCENT + 1, 1.5, "50", True, None])),
 }
 
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(),

@@ -53,6 +53,7 @@ def _state_after(price_map: dict[str, dict[str, Any]]) -> CatalogState:
 # -- planning (pure) --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of CPU: a long property search or passes over the whole catalog
 def test_first_import_plans_every_entry_and_only_alias_of_aliases() -> None:
     snapshot = load_snapshot()
     raw_names = json.loads(snapshot_path().read_bytes()).keys()
@@ -190,6 +191,7 @@ def _hand_total(prompt: int, completion: int) -> Decimal:
     return prompt * entry["input_cost_per_token"] + completion * entry["output_cost_per_token"]
 
 
+@pytest.mark.slow  # the CLI in a child process
 async def test_cost_without_a_database_uses_the_snapshot() -> None:
     code, out = await _ledger(_env(None), "cost", "openai/gpt-4o",
                               "--prompt", "1000", "--completion", "500")

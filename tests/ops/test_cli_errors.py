@@ -23,6 +23,8 @@ from ops.cli.errors import explain
 from ops.devstack.ports import free_port
 from tests.test_exceptions import error_classes
 
+pytestmark = pytest.mark.slow  # each test runs the CLI in a child process
+
 HANG_GUARD_S = 30
 KEY_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -31,6 +33,8 @@ DATABASE_COMMANDS = [
     ("migrate",), ("status",), ("keys", "list"), ("keys", "show", KEY_ID), ("dlq", "list"),
     ("dlq", "replay", "--all"), ("usage", "report"), ("models", "search", "gpt"),
     ("models", "show", "gpt-4o"), ("rebuild", "keys"), ("catalog", "import", "--dry-run"),
+    ("budgets", "list"), ("budgets", "alerts"),
+    ("budgets", "set", "owner:x", "--limit", "1", "--period", "day"),
 ]
 # Every command that talks to Kafka once PostgreSQL has answered (or without it).
 KAFKA_COMMANDS = [("topics", "ensure"), ("status",), ("rebuild", "keys")]

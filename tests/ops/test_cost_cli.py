@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test runs the CLI in a child process
+
 DEEPSEEK = ("deepseek-flash", "--prompt", "10000", "--cache-read", "4000", "--completion", "1000")
 
 

@@ -14,6 +14,8 @@ import pytest
 from ops.devstack.ports import free_port
 from tests.servers import Servers
 
+pytestmark = pytest.mark.servers  # `ledger dev up` starts its own servers
+
 
 def _ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

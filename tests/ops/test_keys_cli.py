@@ -16,7 +16,8 @@ from ledger.producer import LedgerProducer
 from ledger.settings import Settings
 from ops.devstack.ports import free_port
 from tests.ledger.producer_helpers import consume, create_topics, unique_topics
-from tests.projections.helpers import fetchval, running_worker, wait_for_rows, wait_until
+from tests.polling import wait_until
+from tests.projections.helpers import fetchval, running_worker, wait_for_rows
 
 
 def _ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,10 +23,11 @@ from aiokafka import AIOKafkaProducer
 from ledger.events import EventBase, Topics, UsageRecorded, dump_event, partition_key, topic_for
 from ledger.settings import Settings
 from projections import ProjectorWorker
+from tests.polling import wait_until
 
 
 def topics_of(settings: Settings) -> Topics:
-    return Topics(settings.topic_usage, settings.topic_keys, settings.topic_catalog)
+    return Topics.from_settings(settings)
 
 
 async def send_raw(
@@ -120,17 +121,6 @@ async def fetchval(dsn: str, sql: str, *args: Any) -> Any:
         await conn.close()
 
 
-async def wait_until(
-    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition"
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 async def wait_for_rows(dsn: str, sql: str, expected: int, timeout: float = 30.0) -> None:
     async def done() -> bool:
         return bool(await fetchval(dsn, sql) == expected)
@@ -165,4 +155,5 @@ async def running_worker(
 
 async def _run_without_signals(worker: ProjectorWorker) -> None:
     tasks = [asyncio.create_task(r.run(worker.stop)) for r in worker.runners]
+    tasks += [asyncio.create_task(r.run(worker.stop)) for r in worker.relays]
     await asyncio.gather(*tasks)

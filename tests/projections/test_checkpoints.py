@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from projections.checkpoints import CheckpointRecorder, Held
 from projections.exceptions import PartitionLostError
 from projections.logidentity import Anchor
+from projections.storage import CheckpointRecorder, Held
 
 
 def _offsets(held: dict[int, Held]) -> dict[int, int]:

@@ -44,5 +44,5 @@ def test_headers_and_key_do_not_decide_how_a_value_is_read() -> None:
     decoded = decode_batch("usage", 1, {partition: 0}, {partition: records})
     assert [envelope.event for envelope in decoded.envelopes] == [event] * len(cases)
     # Matching headers and key do not make an invalid value valid.
-    assert [(raw.offset, kind) for raw, kind, _ in decoded.poison] == [(len(cases),
-                                                                       "invalid_event")]
+    assert [(f.message.offset, f.kind) for f in decoded.poison] == [(len(cases),
+                                                                    "invalid_event")]

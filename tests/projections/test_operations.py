@@ -16,6 +16,7 @@ from ledger.producer import EventBuilder
 from ledger.settings import Settings
 from ops.devstack.ports import free_port
 from projections.replay import replay_dead_letters
+from tests.polling import wait_until
 from tests.projections.helpers import (
     emit,
     fetchval,
@@ -23,7 +24,6 @@ from tests.projections.helpers import (
     send_raw,
     usage_event,
     wait_for_rows,
-    wait_until,
 )
 
 build = EventBuilder("test")
@@ -118,7 +118,10 @@ async def test_sigterm_stops_a_worker_whose_database_never_answered(
         worker = subprocess.Popen([sys.executable, "-m", "ops", "project"], env=env,
                                   stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
-        await asyncio.sleep(3)  # retrying its connection with back-off
+        async def retrying() -> bool:  # its connection, with back-off
+            return b"database unavailable" in (tmp_path / "worker.log").read_bytes()
+
+        await wait_until(retrying, 30, "the worker to report the database unavailable")
         worker.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(worker.wait, 30) == 0
     finally:

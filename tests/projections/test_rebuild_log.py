@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -24,6 +25,7 @@ from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.record._crc32c import crc as crc32c
 from aiokafka.record.default_records import DefaultRecordBase, DefaultRecordBatchBuilder
 
+from ledger.events import ApiKeyRevoked, dump_event
 from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
 from projections import PROJECTION_NAMES, RebuildError, make_projection
@@ -115,6 +117,29 @@ async def test_a_partition_ending_in_a_skipped_record_rebuilds(
             settings.database_url, "SELECT next_offset FROM projection_checkpoints "
             "WHERE projection = 'usage' AND topic = $1 AND partition = $2", topic, tp.partition)
         assert checkpoint == end, tp
+
+
+async def test_a_wrong_topic_event_is_a_dead_letter_in_a_rebuild_as_in_the_live_worker(
+    settings: Settings,
+) -> None:
+    """A valid keys event on the usage topic: the live worker dead-letters it (wrong_topic);
+    the rebuild used to drop it silently, not even counting it as skipped."""
+    rng = random.Random(23)
+    events = random_usage(rng, [uuid.uuid4() for _ in range(3)], 50)
+    await emit(settings, events)
+    assert settings.kafka_bootstrap_servers and settings.database_url
+    bootstrap, topic = settings.kafka_bootstrap_servers, settings.topic_usage
+    stray = ApiKeyRevoked(event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), source="test",
+                          api_key_id=uuid.uuid4(), reason="leaked")
+    await _send_to_partition(bootstrap, topic, 0, dump_event(stray))
+    rebuilder = Rebuilder(make_projection("usage"), settings, dsn=settings.database_url,
+                          bootstrap_servers=bootstrap)
+    assert await rebuilder.run() == 50
+    assert rebuilder.skipped == 1
+    letters = await fetchval(
+        settings.database_url, "SELECT array_agg(error_kind) FROM dead_letters "
+        "WHERE projection = 'usage' AND topic = $1", topic)
+    assert letters == ["wrong_topic"]
 
 
 def _ledger(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

@@ -31,6 +31,7 @@ from projections.reconcile import (
     repair,
 )
 from projections.usage import UsageProjection
+from tests.polling import wait_until
 from tests.projections.helpers import (
     emit,
     ground_truth,
@@ -39,7 +40,6 @@ from tests.projections.helpers import (
     summaries,
     usage_event,
     wait_for_rows,
-    wait_until,
 )
 
 COUNT = "SELECT count(*) FROM usage_records"

@@ -40,7 +40,8 @@ from projections.catalog import CatalogProjection
 from projections.rebuild import Rebuilder
 from projections.reconcile import compare, repair
 from projections.usage import UsageProjection
-from tests.projections.helpers import emit, running_worker, usage_event, wait_for_rows, wait_until
+from tests.polling import wait_until
+from tests.projections.helpers import emit, running_worker, usage_event, wait_for_rows
 
 JAN, MAR, MAY, JUL = (datetime(2026, m, 1, tzinfo=UTC) for m in (1, 3, 5, 7))
 

@@ -19,6 +19,7 @@ from ops.devstack import EmbeddedBroker
 from ops.devstack.ports import free_port
 from projections import ProjectionRunner, make_projection
 from projections.reconcile import compare
+from tests.polling import wait_until
 from tests.projections.helpers import (
     emit,
     ground_truth,
@@ -27,7 +28,6 @@ from tests.projections.helpers import (
     start_worker_process,
     summaries,
     wait_for_rows,
-    wait_until,
 )
 from tests.servers import Servers
 

@@ -16,7 +16,7 @@ from projections.usage import _V3_NULLS, _V3_VERSION, fingerprint, fingerprint_b
 # Strings that spell the bytes the fast path cuts, to show a value cannot be mistaken for them.
 _TRAPS = st.sampled_from([
     _V3_NULLS.decode(), _V3_VERSION.decode(), '"schema_version":3,', '"service_tier":null',
-    '\\",\\"service_tier\\":null', "ü€😀",
+    '\\",\\"service_tier\\":null', "ü€😀", "hold_id", ',"hold_id":', ',"hold_id":null}',
 ])
 _TEXT = st.one_of(st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=40), _TRAPS)
 _METADATA = st.dictionaries(_TEXT, _TEXT, max_size=4)
@@ -26,10 +26,11 @@ _REGION = st.one_of(st.none(), st.sampled_from(["us", "eu"]))
 
 @settings(max_examples=300, deadline=None)
 @given(request_id=_TEXT, model=_TEXT.filter(bool), metadata=_METADATA, tier=_TIER,
-       residency=_REGION, geo=_REGION, error_code=st.one_of(st.none(), _TEXT))
+       residency=_REGION, geo=_REGION, error_code=st.one_of(st.none(), _TEXT),
+       hold_id=st.one_of(st.none(), _TEXT))
 def test_fast_fingerprint_equals_its_definition(
     request_id: str, model: str, metadata: dict[str, str], tier: str | None,
-    residency: str | None, geo: str | None, error_code: str | None,
+    residency: str | None, geo: str | None, error_code: str | None, hold_id: str | None,
 ) -> None:
     try:
         event = UsageRecorded(
@@ -37,7 +38,7 @@ def test_fast_fingerprint_equals_its_definition(
             source="test", request_id=request_id or "r", api_key_id=uuid.uuid4(), model=model,
             provider="openai", prompt_tokens=10, completion_tokens=5, status="success",
             error_code=error_code, cost_usd=Decimal("0.001"), metadata=metadata,
-            service_tier=tier, data_residency=residency, inference_geo=geo)
+            service_tier=tier, data_residency=residency, inference_geo=geo, hold_id=hold_id)
     except ValidationError:
         assume(False)  # not an event the decoder would pass; nothing to fingerprint
         return

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -17,8 +18,10 @@ from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
 from ops.devstack import EmbeddedBroker
 from ops.devstack.ports import free_port
+from tests.polling import wait_until
 from tests.projections.helpers import (
     emit,
+    fetchval,
     ground_truth,
     random_usage,
     start_worker_process,
@@ -28,6 +31,15 @@ from tests.projections.helpers import (
 
 COUNT = "SELECT count(*) FROM usage_records"
 SIGTERM_BOUND_S = 20.0  # what the README promises
+
+
+def _a_batch_waits_on_the_lock(dsn: str) -> Callable[[], Awaitable[bool]]:
+    async def waiting() -> bool:
+        return bool(await fetchval(
+            dsn, "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"))
+
+    return waiting
 
 
 def _stop_and_time(worker: subprocess.Popen[bytes]) -> tuple[int, float]:
@@ -95,7 +107,8 @@ async def test_sigterm_ends_a_worker_whose_batch_cannot_commit(
         await locked.start()
         await blocker.execute("LOCK TABLE monthly_usage_summaries IN ACCESS EXCLUSIVE MODE")
         await emit(configured, events[200:])
-        await asyncio.sleep(3)  # the worker now holds a batch it cannot commit
+        await wait_until(_a_batch_waits_on_the_lock(configured.database_url), 30,
+                         "the worker's batch to wait on the lock")  # a batch it cannot commit
         if broker_gone_too:
             await asyncio.to_thread(broker.stop)
         code, took = await asyncio.to_thread(_stop_and_time, worker)

@@ -3,10 +3,9 @@ changes rows the way a projector does (SQL plus NOTIFY in the same transaction).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,6 +17,7 @@ from ledger.invalidation import CHANNEL, Invalidation, encode
 from ledger.keys import generate_key, hash_key
 from ledger.settings import Settings
 from readmodels import ReadModels
+from tests.polling import wait_until
 
 
 def make_settings(dsn: str, **overrides: Any) -> Settings:
@@ -26,18 +26,6 @@ def make_settings(dsn: str, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 1.0) -> float:
-    """Poll ``check`` until it is true; return the seconds it took (fail after ``timeout``)."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    while True:
-        if await check():
-            return loop.time() - started
-        if loop.time() - started > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)
 
 
 class Writer:
@@ -59,7 +47,7 @@ class Writer:
         async def received() -> bool:
             return rm.stats().notifications >= self.sent
 
-        await eventually(received)
+        await wait_until(received, 1.0, "every notification sent", interval=0.005)
 
     async def add_key(
         self, plaintext: str | None = None, *, owner: str | None = None, enabled: bool = True,

@@ -20,7 +20,8 @@ from readmodels import (
     register_metrics,
     unregister_metrics,
 )
-from tests.readmodels.conftest import Writer, eventually, make_settings
+from tests.polling import wait_until
+from tests.readmodels.conftest import Writer, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +67,7 @@ async def test_revocation_reaches_another_process(
         async def refused_here() -> bool:
             return (await rm.keys.authorize(plaintext, "m")).reason is Reason.REVOKED
 
-        await eventually(refused_here)
+        await wait_until(refused_here, 1.0, "refused_here", interval=0.005)
         assert await asyncio.wait_for(watcher.wait(), 10) == 0
     finally:
         if watcher.returncode is None:
@@ -88,14 +89,14 @@ async def test_listener_connection_loss(rm: ReadModels, writer: Writer) -> None:
     async def lost() -> bool:
         return rm.stats().listener_losses == 1
 
-    await eventually(lost, timeout=2)
+    await wait_until(lost, 2, "lost", interval=0.005)
     stats = rm.stats()
     assert stats.caches["api_keys"].size == 0 and stats.caches["models"].size == 0
 
     async def reconnected() -> bool:
         return rm.listening and rm.stats().listener_reconnects == 1
 
-    await eventually(reconnected, timeout=5)
+    await wait_until(reconnected, 5, "reconnected", interval=0.005)
     assert rm.listener_backend_pid != pid
     # Notifications after the reconnect still evict.
     assert (await rm.keys.authorize(plaintext, "gpt-4o")).allowed
@@ -104,7 +105,7 @@ async def test_listener_connection_loss(rm: ReadModels, writer: Writer) -> None:
     async def refused() -> bool:
         return (await rm.keys.authorize(plaintext, "gpt-4o")).reason is Reason.REVOKED
 
-    await eventually(refused)
+    await wait_until(refused, 1.0, "refused", interval=0.005)
 
 
 async def test_unreadable_payload_flushes_everything(rm: ReadModels, writer: Writer) -> None:
@@ -127,7 +128,7 @@ async def test_stats_and_prometheus_metrics(rm: ReadModels, writer: Writer, pg_d
     stats = rm.stats()
     keys = stats.caches["api_keys"]
     assert keys.hits >= 2 and keys.misses >= 1 and keys.size == 1
-    assert 0 < keys.hit_rate < 1 and set(stats.caches) == {"api_keys", "models", "spend"}
+    assert 0 < keys.hit_rate < 1 and set(stats.caches) == {"api_keys", "models", "spend", "budgets"}
     assert stats.listening and 1 <= stats.pool.size <= stats.pool.max_size == 4
     registry = CollectorRegistry()
     async with ReadModels.open(make_settings(pg_dsn)) as second:

@@ -12,7 +12,8 @@ import pytest
 from ledger.keys import generate_key, hash_key
 from readmodels import ApiKey, InvalidArgumentError, ReadModels, Reason
 from readmodels.usage import month_start
-from tests.readmodels.conftest import Writer, eventually
+from tests.polling import wait_until
+from tests.readmodels.conftest import Writer
 
 
 async def test_ok_and_unknown(rm: ReadModels, writer: Writer) -> None:
@@ -88,7 +89,7 @@ async def test_over_budget_uses_month_to_date_summaries(rm: ReadModels, writer: 
     async def refused() -> bool:
         return (await rm.keys.authorize(plaintext, "gpt-4o")).reason is Reason.OVER_BUDGET
 
-    await eventually(refused)
+    await wait_until(refused, 1.0, "refused", interval=0.005)
     assert await rm.usage.month_to_date_spend(key_id) == Decimal("1.00")
 
 
@@ -100,7 +101,7 @@ async def test_revocation_is_seen_at_once(rm: ReadModels, writer: Writer) -> Non
     async def refused() -> bool:
         return (await rm.keys.authorize(plaintext, "m")).reason is Reason.REVOKED
 
-    await eventually(refused)
+    await wait_until(refused, 1.0, "refused", interval=0.005)
 
 
 async def test_negative_cache_then_key_created(rm: ReadModels, writer: Writer) -> None:
@@ -116,7 +117,7 @@ async def test_negative_cache_then_key_created(rm: ReadModels, writer: Writer) -
     async def found() -> bool:
         return (await rm.keys.get_by_hash(key_hash)) is not None
 
-    await eventually(found)
+    await wait_until(found, 1.0, "found", interval=0.005)
     key = await rm.keys.get(key_id)
     assert key is not None and key.key_hash == key_hash
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from readmodels import ReadModels
-from tests.readmodels.conftest import Writer, eventually
+from tests.polling import wait_until
+from tests.readmodels.conftest import Writer
 
 
 async def test_resolution(rm: ReadModels, writer: Writer) -> None:
@@ -43,7 +44,7 @@ async def test_invalidation_by_model_and_alias(rm: ReadModels, writer: Writer) -
         return all(m is not None and str(m.input_cost_per_token) == "0.000002"
                    for m in results)
 
-    await eventually(repriced)
+    await wait_until(repriced, 1.0, "repriced", interval=0.005)
     await writer.set_alias("default", "gpt-4.1")  # alias re-pointed: notification names it
 
     async def repointed() -> bool:
@@ -51,13 +52,13 @@ async def test_invalidation_by_model_and_alias(rm: ReadModels, writer: Writer) -
         b = await rm.models.get_by_name("openai/default")
         return a is not None and b is not None and a.name == b.name == "gpt-4.1"
 
-    await eventually(repointed)
+    await wait_until(repointed, 1.0, "repointed", interval=0.005)
     await writer.add_model("new", "openai")  # the negative "openai/new" must go
 
     async def created() -> bool:
         return await rm.models.get_by_name("openai/new") is not None
 
-    await eventually(created)
+    await wait_until(created, 1.0, "created", interval=0.005)
 
 
 async def test_names_that_differ_in_case_resolve_and_are_invalidated(
@@ -73,14 +74,14 @@ async def test_names_that_differ_in_case_resolve_and_are_invalidated(
         models = [await rm.models.get_by_name(n) for n in ("GPT-4O", "OpenAI/GPT-4o", "Default")]
         return all(m is not None and m.name == "gpt-4o" for m in models)
 
-    await eventually(found)
+    await wait_until(found, 1.0, "found", interval=0.005)
     await writer.add_model("GPT-4O", "openai")  # an exact spelling wins over a case-blind one
 
     async def exact() -> bool:
         model = await rm.models.get_by_name("GPT-4O")
         return model is not None and model.name == "GPT-4O"
 
-    await eventually(exact)
+    await wait_until(exact, 1.0, "exact", interval=0.005)
 
 
 async def test_search_by_provider_and_providers(rm: ReadModels, writer: Writer) -> None:

@@ -47,6 +47,7 @@ async def throwaway_postgres(tmp_path: Path) -> AsyncIterator[EmbeddedPostgres]:
         await asyncio.to_thread(server.stop, "immediate")
 
 
+@pytest.mark.servers  # starts its own
 async def test_a_stopped_server_answers_unavailable_denied_or_allowed_by_setting(
     throwaway_postgres: EmbeddedPostgres,
 ) -> None:
@@ -150,6 +151,7 @@ def _postgres_processes(postmaster: int) -> list[int]:
     return found
 
 
+@pytest.mark.servers  # starts its own
 async def test_a_frozen_server_is_given_up_on_and_leaves_no_unretrieved_errors(
     throwaway_postgres: EmbeddedPostgres,
 ) -> None:

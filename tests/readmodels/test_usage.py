@@ -11,7 +11,8 @@ import pytest
 
 from readmodels import InvalidArgumentError, ReadModels, UsageCursor
 from readmodels.usage import month_start
-from tests.readmodels.conftest import Writer, eventually
+from tests.polling import wait_until
+from tests.readmodels.conftest import Writer
 
 
 async def test_keyset_pagination_with_ties(rm: ReadModels, writer: Writer) -> None:
@@ -126,7 +127,7 @@ async def test_month_to_date_spend_is_cached_and_evicted(rm: ReadModels, writer:
     async def updated() -> bool:
         return await rm.usage.month_to_date_spend(key_id) == Decimal("3.5")
 
-    await eventually(updated)
+    await wait_until(updated, 1.0, "updated", interval=0.005)
     hits = rm.stats().caches["spend"].hits
     await rm.usage.month_to_date_spend(key_id)
     assert rm.stats().caches["spend"].hits == hits + 1

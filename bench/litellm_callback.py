@@ -1,0 +1,239 @@
+"""What the LiteLLM integration adds per call (a script, not a test).
+
+    .venv/bin/python bench/litellm_callback.py [--calls N] [--auth-calls N]
+
+Starts an embedded broker and PostgreSQL in a temporary directory (or uses
+KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL when set) and measures, in one process:
+
+1. the callback: ``async_log_success_event`` as LiteLLM calls it, with the kwargs real
+   ``litellm.acompletion`` / ``aembedding`` calls (``mock_response``, offline) produced:
+   building the event and handing it to a running producer (p50/p99, microseconds);
+2. a whole ``litellm.acompletion`` with ``mock_response``: without callbacks, with one that
+   does nothing (LiteLLM builds its logging payload only when a callback is registered) and
+   with the ledger's (LiteLLM runs callbacks in a task of its own; end to end, noise
+   included);
+3. the auth hook with a warm cache: ``LedgerAuth(request, key)`` on requests whose body the
+   proxy has already read, as when LiteLLM calls custom_auth (p50/p99, microseconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: the bundled map
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asyncpg
+import litellm
+from litellm.integrations.custom_logger import CustomLogger
+from starlette.requests import Request
+
+from bench.scratch_db import migrated_database
+from integrations.litellm import LedgerAuth, LedgerCallback
+from ledger.keys import generate_key, hash_key
+from ledger.settings import Settings
+from ledger.topics import TopicSpec, ensure_topics
+from ops.devstack import EmbeddedBroker
+from ops.devstack.ports import free_port
+from tests.integrations.litellm_calls import CALLS, Capture, chat, registered, settle
+
+
+def calibration() -> float:
+    """``sum(range(1000))`` in microseconds (best of 5): how fast this machine is right now,
+    to compare figures taken at different times or under other load."""
+    return round(min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6, 2)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def micro(values: list[float]) -> dict[str, float]:
+    return {"p50_us": round(pct(values, 0.5) * 1e6, 2), "p99_us": round(pct(values, 0.99) * 1e6, 2),
+            "mean_us": round(statistics.fmean(values) * 1e6, 2), "n": len(values)}
+
+
+@contextmanager
+def broker() -> Iterator[str]:
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-litellm-broker-") as root:
+        server = EmbeddedBroker(Path(root), free_port())
+        server.start()
+        try:
+            yield server.bootstrap_servers
+        finally:
+            server.stop()
+
+
+async def captured_calls() -> list[tuple[dict[str, Any], Any]]:
+    """One finished call of each kind, as LiteLLM hands it to its callbacks."""
+    capture = Capture()
+    with registered(capture):
+        for call in CALLS.values():
+            await call()
+        await settle(capture, len(CALLS))
+    return capture.calls
+
+
+async def bench_callback(settings: Settings, calls: int) -> dict[str, Any]:
+    samples = await captured_calls()
+    callback = LedgerCallback(settings, source="bench-litellm")
+    await callback._start()  # the first call's producer start is not on the measured path
+    producer = callback.producer
+    assert producer is not None
+    timings: list[float] = []
+    building: list[float] = []
+    emitting: list[float] = []
+    try:
+        for index in range(calls):
+            kwargs, response = samples[index % len(samples)]
+            started = time.perf_counter()
+            await callback.async_log_success_event(kwargs, response, None, None)
+            timings.append(time.perf_counter() - started)
+            # The two parts on their own: building the event, handing it to the producer.
+            started = time.perf_counter()
+            event = callback.build_event(kwargs, response)
+            built = time.perf_counter()
+            await producer.emit(event)
+            emitting.append(time.perf_counter() - built)
+            building.append(built - started)
+            if index % 2500 == 2499:
+                await producer.flush()  # as the broker keeps up in a real proxy
+    finally:
+        await callback.close()
+    if callback.errors:
+        raise SystemExit(f"the callback failed {callback.errors} times")
+    return {**micro(timings), "build": micro(building), "emit": micro(emitting)}
+
+
+class NoOp(CustomLogger):
+    """A callback that does nothing: what LiteLLM's own logging costs once one is registered."""
+
+    async def async_log_success_event(self, kwargs: Any, response_obj: Any,
+                                      start_time: Any, end_time: Any) -> None:
+        return None
+
+
+async def bench_acompletion(settings: Settings, rounds: int) -> dict[str, Any]:
+    """A whole acompletion: without callbacks, with a callback that does nothing, with the
+    ledger's. Interleaved round by round so that drift in the machine's load hits all three."""
+    callback = LedgerCallback(settings, source="bench-litellm")
+    await callback._start()
+    variants: dict[str, tuple[CustomLogger, ...]] = {
+        "no_callback": (), "noop_callback": (NoOp(),), "ledger_callback": (callback,)}
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    await chat()  # warm LiteLLM's own caches
+    try:
+        for _ in range(rounds):
+            for name, callbacks in variants.items():
+                with registered(*callbacks):
+                    for _ in range(10):
+                        started = time.perf_counter()
+                        await chat()
+                        timings[name].append(time.perf_counter() - started)
+                    await asyncio.sleep(0.05)  # let the callbacks' tasks finish in the round
+    finally:
+        await callback.close()
+    return {**{name: micro(found) for name, found in timings.items()},
+            "recorded": callback.emitted}
+
+
+def _request(body: dict[str, Any]) -> Request:
+    payload = json.dumps(body).encode()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": payload, "more_body": False}
+
+    return Request({"type": "http", "method": "POST", "path": "/v1/chat/completions",
+                    "headers": [(b"content-type", b"application/json")], "query_string": b"",
+                    "path_params": {}}, receive)
+
+
+async def bench_auth(dsn: str, calls: int, keys: int = 100) -> dict[str, Any]:
+    from litellm.proxy.common_utils.http_parsing_utils import _read_request_body
+
+    plaintexts = [generate_key() for _ in range(keys)]
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.executemany(
+            "INSERT INTO api_keys (id, key_hash, name, allowed_models, created_at, updated_at) "
+            "VALUES ($1, $2, 'bench', $3, now(), now())",
+            [(uuid.uuid4(), hash_key(k), ["gpt-4o"]) for k in plaintexts])
+        await conn.execute(
+            "INSERT INTO models (name, provider, mode, raw, valid_from) "
+            "VALUES ('gpt-4o', 'openai', 'chat', '{}', now())")
+    finally:
+        await conn.close()
+    hook = LedgerAuth(Settings(database_url=dsn))
+    requests = []
+    for index in range(keys):  # the proxy reads (and caches) the body before custom_auth
+        request = _request({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+                            "max_tokens": 100 + index})
+        await _read_request_body(request=request)
+        requests.append(request)
+    try:
+        for request, key in zip(requests, plaintexts, strict=True):  # warm the caches
+            await hook(request, key)
+        timings = []
+        for index in range(calls):
+            request, key = requests[index % keys], plaintexts[index % keys]
+            started = time.perf_counter()
+            await hook(request, key)
+            timings.append(time.perf_counter() - started)
+    finally:
+        await hook.close()
+    return micro(timings)
+
+
+@asynccontextmanager
+async def stack() -> AsyncIterator[Settings]:
+    with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-litellm-") as root:
+        topic = f"bench-litellm-{uuid.uuid4().hex[:8]}"
+        await ensure_topics(bootstrap, [TopicSpec(topic, 12)])
+        yield Settings(kafka_bootstrap_servers=bootstrap, topic_usage=topic,
+                       spool_dir=Path(root) / "spool")
+
+
+async def main(calls: int, auth_calls: int, rounds: int) -> None:
+    litellm.suppress_debug_info = True
+    async with stack() as settings:
+        callback = await bench_callback(settings, calls)
+        completion = await bench_acompletion(settings, rounds)
+    async with migrated_database("bench-litellm-pg-") as dsn:
+        auth = await bench_auth(dsn, auth_calls)
+    report = {"litellm": version("litellm"), "calibration_sum_range_1000_us": calibration(),
+              "load_average": os.getloadavg(), "callback": callback,
+              "acompletion": completion, "auth_warm": auth}
+    print(json.dumps(report, indent=2))
+    print(f"callback on LiteLLM's path: p50 {callback['p50_us']} us, "
+          f"p99 {callback['p99_us']} us (target p50 <= 50 us)")
+    print(f"auth hook, warm cache: p50 {auth['p50_us']} us, p99 {auth['p99_us']} us "
+          f"(target p99 <= 100 us)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--auth-calls", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=30,
+                        help="acompletion rounds (10 calls per variant each)")
+    args = parser.parse_args()
+    asyncio.run(main(args.calls, args.auth_calls, args.rounds))

@@ -1,0 +1,180 @@
+"""The LiteLLM proxy ``custom_auth`` hook, backed by ``ReadModels.keys.authorize``.
+
+In the proxy's ``config.yaml``::
+
+    general_settings:
+      master_key: os.environ/LITELLM_MASTER_KEY   # the proxy refuses to start without one
+      custom_auth: integrations.litellm.user_api_key_auth
+
+Keys made by ``ledger keys create`` work in the proxy. Each process keeps its own
+``ReadModels`` (opened on the first request, from ``LEDGER_DATABASE_URL``), whose cache
+is invalidated by PostgreSQL notifications: a revoked, disabled or expired key, a model
+outside the key's list and a key over budget are refused by every process as soon as the
+projector has written the change (milliseconds; see docs/litellm.md for the measure).
+
+A refusal is a ``ProxyException`` with an HTTP status (a plain exception would be a 500):
+401 for the key itself (unknown, revoked, disabled, expired, or not checkable because
+PostgreSQL is away and ``AUTHORIZE_ON_DB_ERROR=deny``), 403 for a model outside the key's
+list or a key over its budget. The proxy's master key is let through as the proxy admin,
+so LiteLLM's admin routes keep working. The plaintext key is never stored or logged: the
+``UserAPIKeyAuth`` carries the key's hash, and the ledger's key id in its metadata for the
+callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import Request
+from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
+
+from integrations.litellm.budget import RESERVATION_FIELD, BudgetReservations, estimate_cost
+from integrations.litellm.mapping import KEY_ID_FIELD
+from integrations.litellm.metrics import AUTH_DECISIONS
+from ledger.keys import hash_key
+from ledger.settings import Settings, load_settings
+from readmodels import ApiKey, Decision, ReadModels, Reason
+
+log = logging.getLogger(__name__)
+
+_GRANTS_MAX = 100_000
+# Children bound once: labels() costs more than the increment on the request path.
+_DECISIONS = {reason: AUTH_DECISIONS.labels(reason.value) for reason in Reason}
+
+_STATUS = {Reason.MODEL_NOT_ALLOWED: 403, Reason.OVER_BUDGET: 403}
+_MESSAGES = {
+    Reason.UNKNOWN_KEY: "unknown API key",
+    Reason.REVOKED: "this API key is revoked",
+    Reason.DISABLED: "this API key is disabled",
+    Reason.EXPIRED: "this API key has expired",
+    Reason.MODEL_NOT_ALLOWED: "this API key may not use this model",
+    Reason.OVER_BUDGET: "this API key is over its budget",
+    Reason.UNAVAILABLE: "the key could not be checked (ledger database unavailable)",
+}
+
+
+def refusal(decision: Decision) -> ProxyException:
+    return ProxyException(
+        message=f"ledger: {_MESSAGES.get(decision.reason, decision.reason.value)}",
+        type="auth_error", param="api_key", code=_STATUS.get(decision.reason, 401),
+        openai_code=decision.reason.value)
+
+
+async def _request_body(request: Request) -> Mapping[str, Any]:
+    # LiteLLM's own reader: it has already parsed (and cached) the body, JSON or multipart.
+    from litellm.proxy.common_utils.http_parsing_utils import _read_request_body
+
+    try:
+        body = await _read_request_body(request=request)
+    except Exception:  # a body LiteLLM cannot parse is refused by LiteLLM itself afterwards
+        return {}
+    return body if isinstance(body, Mapping) else {}
+
+
+def _requested_model(request: Request, body: Mapping[str, Any]) -> str:
+    model = (body.get("model") or request.path_params.get("model")
+             or request.query_params.get("model"))
+    return str(model) if model else ""
+
+
+def _master_key() -> str | None:
+    from litellm.proxy import proxy_server
+
+    key = getattr(proxy_server, "master_key", None)
+    return key if isinstance(key, str) and key else None
+
+
+class LedgerAuth:
+    """The hook as an object: one ``ReadModels`` per process, opened on first use."""
+
+    def __init__(self, settings: Settings | None = None, *,
+                 reservations: BudgetReservations | None = None) -> None:
+        self._settings = settings
+        self._reservations = reservations
+        self._readmodels: ReadModels | None = None
+        self._opening: asyncio.Lock | None = None
+        # key id -> (the ApiKey it was built from, the answer). Building a UserAPIKeyAuth
+        # costs ~10x copying one; a changed key comes back from the cache as a new object.
+        self._grants: dict[uuid.UUID, tuple[ApiKey, UserAPIKeyAuth]] = {}
+
+    async def readmodels(self) -> ReadModels:
+        if self._readmodels is not None:
+            return self._readmodels
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._readmodels is None:
+                settings = self._settings if self._settings is not None else load_settings()
+                self._readmodels = await ReadModels.open(settings)
+        return self._readmodels
+
+    async def close(self) -> None:
+        if self._readmodels is not None:
+            await self._readmodels.close()
+            self._readmodels = None
+
+    async def __call__(self, request: Request, api_key: str) -> UserAPIKeyAuth:
+        master = _master_key()
+        if master is not None and api_key and secrets.compare_digest(api_key, master):
+            return UserAPIKeyAuth(api_key=master, user_role=LitellmUserRoles.PROXY_ADMIN)
+        body = await _request_body(request)
+        model = _requested_model(request, body)
+        models = self._readmodels if self._readmodels is not None else await self.readmodels()
+        decision = await models.keys.authorize(api_key or "", model)
+        _DECISIONS[decision.reason].inc()
+        if not decision.allowed:
+            raise refusal(decision)
+        return await self._granted(decision, api_key, model, body)
+
+    async def _granted(self, decision: Decision, api_key: str, model: str,
+                       body: Mapping[str, Any]) -> UserAPIKeyAuth:
+        key = decision.key
+        if key is None:  # AUTHORIZE_ON_DB_ERROR=allow and the key was not in the cache
+            # The hash, never the plaintext: LiteLLM logs this as user_api_key_hash.
+            return UserAPIKeyAuth(api_key=hash_key(api_key or ""))
+        grant = self._grants.get(key.id)
+        if grant is None or grant[0] is not key:
+            if len(self._grants) >= _GRANTS_MAX:
+                self._grants.clear()
+            grant = (key, UserAPIKeyAuth(api_key=key.key_hash, key_alias=key.name,
+                                         user_id=key.owner, metadata={KEY_ID_FIELD: str(key.id)}))
+            self._grants[key.id] = grant
+        metadata = {KEY_ID_FIELD: str(key.id)}
+        if self._reservations is not None:
+            reservation = await self._reserve(key.id, model, body)
+            if reservation is None:
+                raise refusal(Decision(False, Reason.OVER_BUDGET, key))
+            if reservation:
+                metadata[RESERVATION_FIELD] = reservation
+        # A copy per request: LiteLLM writes request-scoped fields into the object it gets.
+        return grant[1].model_copy(update={"metadata": metadata})
+
+    async def _reserve(self, key_id: uuid.UUID, model: str,
+                       body: Mapping[str, Any]) -> str | None:
+        """A reservation id, "" when nothing could be estimated, None when refused."""
+        assert self._reservations is not None
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        found = await self.readmodels()
+        catalog_model = await found.models.get_by_name(model) if model else None
+        if not isinstance(max_tokens, int) or catalog_model is None:
+            return ""
+        estimate = estimate_cost(catalog_model, max_tokens)
+        if estimate is None:
+            return ""
+        reservation = str(uuid.uuid4())
+        if not await self._reservations.reserve(key_id, reservation, estimate):
+            return None
+        return reservation
+
+
+# The function a proxy config names: ``custom_auth: integrations.litellm.user_api_key_auth``.
+ledger_auth = LedgerAuth()
+
+
+async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+    return await ledger_auth(request, api_key)

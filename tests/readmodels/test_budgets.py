@@ -1,0 +1,173 @@
+"""authorize() and budgets: every ceiling checked, the binding one named, reservations held
+from leases without a round trip per request, released, given back on close."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from ledger import budgets
+from ledger.invalidation import Invalidation
+from readmodels import InvalidArgumentError, ReadModels, Reason
+from tests.readmodels.conftest import Writer, make_settings
+
+
+async def set_budget(writer: Writer, scope: str, limit: str, period: str = "month",
+                     tz: str = "UTC") -> None:
+    async with writer.conn.transaction():
+        await writer.conn.execute(
+            "INSERT INTO budgets (scope, limit_usd, period, timezone, alert_thresholds, "
+            "updated_at) VALUES ($1, $2, $3, $4, '{50,80,100}', now()) ON CONFLICT (scope) "
+            "DO UPDATE SET limit_usd = EXCLUDED.limit_usd", scope, Decimal(limit), period, tz)
+        await writer._notify(Invalidation(flush_all=True))
+
+
+async def add_spent(writer: Writer, scope: str, amount: str, period: str = "month") -> None:
+    start = budgets.period_start(datetime.now(UTC), period, "UTC")
+    async with writer.conn.transaction():
+        await writer.conn.execute(
+            "INSERT INTO budget_spend (scope, period, period_start, spent) VALUES ($1, $2, $3, "
+            "$4) ON CONFLICT (scope, period, period_start) DO UPDATE SET spent = "
+            "budget_spend.spent + EXCLUDED.spent", scope, period, start, Decimal(amount))
+
+
+async def outstanding(conn: asyncpg.Connection, scope: str) -> Decimal:
+    value: Decimal = await conn.fetchval(
+        "SELECT coalesce(sum(greatest(amount - settled - returned, 0)), 0) FROM budget_leases "
+        "WHERE scope = $1 AND expires_at > now()", scope)
+    return value
+
+
+async def test_an_owner_budget_binds_every_key_of_the_owner_and_is_named(
+    rm: ReadModels, writer: Writer,
+) -> None:
+    plain_a, key_a, _ = await writer.add_key(owner="team-x")
+    plain_b, _, _ = await writer.add_key(owner="team-x")
+    await set_budget(writer, f"key:{key_a}", "10")
+    await set_budget(writer, "owner:team-x", "5", "day")
+    await writer.settled(rm)
+    decision = await rm.keys.authorize(plain_a, "gpt-4o")
+    assert decision.allowed and decision.budget is not None
+    assert (decision.budget.scope, decision.budget.period) == ("owner:team-x", "day")
+    await add_spent(writer, "owner:team-x", "5", "day")
+    await add_spent(writer, f"key:{key_a}", "5")
+    rm.budgets.spend_moved()
+    for plaintext in (plain_a, plain_b):
+        refused = await rm.keys.authorize(plaintext, "gpt-4o")
+        assert refused.reason is Reason.OVER_BUDGET
+        assert refused.budget is not None
+        assert (refused.budget.scope, refused.budget.limit_usd, refused.budget.spent) == (
+            "owner:team-x", Decimal("5"), Decimal("5"))
+    held = await rm.keys.authorize(plain_b, "gpt-4o", estimate_usd=Decimal("0.01"))
+    assert held.reason is Reason.OVER_BUDGET and held.hold_id is None
+    assert held.budget is not None and held.budget.scope == "owner:team-x"
+
+
+async def test_reservations_refuse_past_the_cap_and_come_back_on_release(
+    rm: ReadModels, writer: Writer,
+) -> None:
+    plaintext, key_id, _ = await writer.add_key()
+    scope = f"key:{key_id}"
+    await set_budget(writer, scope, "1.00")
+    await writer.settled(rm)
+    estimate = Decimal("0.30")
+    holds = []
+    for _ in range(3):
+        decision = await rm.keys.authorize(plaintext, "gpt-4o", estimate_usd=estimate)
+        assert decision.allowed and decision.hold_id is not None
+        holds.append(decision.hold_id)
+    refused = await rm.keys.authorize(plaintext, "gpt-4o", estimate_usd=estimate)
+    assert refused.reason is Reason.OVER_BUDGET and refused.budget is not None
+    assert refused.budget.scope == scope
+    assert refused.budget.spent + refused.budget.reserved == Decimal("0.90")
+    assert await rm.keys.release(holds[0])
+    assert not await rm.keys.release(holds[0])  # a second release gives nothing back
+    again = await rm.keys.authorize(plaintext, "gpt-4o", estimate_usd=estimate)
+    assert again.allowed
+    # A smaller request still fits in what is left.
+    assert (await rm.keys.authorize(plaintext, "gpt-4o", estimate_usd=Decimal("0.1"))).allowed
+    assert not (await rm.keys.authorize(plaintext, "gpt-4o",
+                                        estimate_usd=Decimal("0.01"))).allowed
+
+
+async def test_plentiful_budget_costs_no_round_trip_per_request(
+    rm: ReadModels, writer: Writer,
+) -> None:
+    plaintext, key_id, _ = await writer.add_key(max_budget_usd=Decimal("1000"))
+    await set_budget(writer, f"key:{key_id}", "500", "day")
+    await writer.settled(rm)
+    await rm.keys.authorize(plaintext, "gpt-4o")  # the key and its ceilings are cached
+    before = rm.budgets.leases
+    for _ in range(2000):
+        decision = await rm.keys.authorize(plaintext, "gpt-4o", estimate_usd=Decimal("0.002"))
+        assert decision.allowed and decision.hold_id is not None
+    # Two ceilings (the day budget and max_budget_usd), a lease of each per 256 requests.
+    assert rm.budgets.leases - before <= 2 * (2000 // 256 + 1)
+    assert decision.budget is not None and decision.budget.scope == f"key:{key_id}"
+
+
+async def test_close_gives_back_what_was_leased_and_not_held(
+    pg_dsn: str, writer: Writer,
+) -> None:
+    plaintext, key_id, _ = await writer.add_key()
+    scope = f"key:{key_id}"
+    await set_budget(writer, scope, "100")
+    async with ReadModels.open(make_settings(pg_dsn)) as rm:
+        held = await rm.keys.authorize(plaintext, "gpt-4o", estimate_usd=Decimal("0.5"))
+        assert held.allowed
+        assert await outstanding(writer.conn, scope) > Decimal("0.5")  # a lease of more
+    # Only the open hold stays reserved; the unused allowance went back.
+    assert await outstanding(writer.conn, scope) == Decimal("0.5")
+
+
+async def test_a_bad_estimate_is_refused_naming_it(rm: ReadModels, writer: Writer) -> None:
+    plaintext, _, _ = await writer.add_key(max_budget_usd=Decimal("1"))
+    for bad in (Decimal("-1"), Decimal("NaN"), 0.5):
+        with pytest.raises(InvalidArgumentError, match="estimate_usd"):
+            await rm.keys.authorize(plaintext, "gpt-4o", estimate_usd=bad)  # type: ignore[arg-type]
+
+
+async def test_concurrent_requests_in_one_process_never_pass_the_cap(
+    rm: ReadModels, writer: Writer,
+) -> None:
+    plaintext, key_id, _ = await writer.add_key()
+    await set_budget(writer, f"key:{key_id}", "2.00")
+    await writer.settled(rm)
+
+    async def one() -> bool:
+        return (await rm.keys.authorize(plaintext, "m", estimate_usd=Decimal("0.07"))).allowed
+
+    allowed = sum(await asyncio.gather(*(one() for _ in range(64))))
+    assert allowed == 28  # 28 x 0.07 = 1.96; a 29th would pass 2.00
+
+
+async def test_prefetched_leases_strand_nothing_while_the_process_runs(
+    rm: ReadModels, writer: Writer,
+) -> None:
+    """Far from the cap the next lease is prefetched; near it leases shrink. Requests that
+    run until refused get the whole budget, before any close gives leftovers back."""
+    plaintext, key_id, _ = await writer.add_key()
+    await set_budget(writer, f"key:{key_id}", "40")
+    await writer.settled(rm)
+    estimates = [Decimal("0.001"), Decimal("0.002"), Decimal("0.005"), Decimal("0.01")]
+    granted: list[Decimal] = []
+
+    async def task(n: int) -> None:
+        refusals = 0
+        while refusals < 3:
+            estimate = estimates[(n + len(granted)) % len(estimates)]
+            decision = await rm.keys.authorize(plaintext, "m", estimate_usd=estimate)
+            if decision.allowed:
+                granted.append(estimate)
+                refusals = 0
+            else:
+                refusals += 1
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(task(n) for n in range(32)))
+    assert Decimal(40) - max(estimates) <= sum(granted) <= Decimal(40)
+    assert rm.budgets.leases < len(granted) / 20  # mostly served from memory
