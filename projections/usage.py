@@ -162,6 +162,9 @@ class UsageProjection(Projection):
     # A rebuild prices against the live catalog: catalog changes wait until it swapped in,
     # since their re-pricing only reaches the live tables (projections.repricing).
     replay_locks = (PRICING_LOCK,)
+    # The batch statement inserts into usage_records without ON CONFLICT (the dedup is the
+    # usage_event_ids claim) and reads it nowhere: its three indexes can wait for the end.
+    rebuild_deferred_indexes = ("usage_records",)
 
     def __init__(self) -> None:
         self._pricer = CatalogPricer()
