@@ -1,4 +1,5 @@
-"""Run the producer, projector, read-model and LiteLLM benchmarks; rewrite docs/benchmarks.md.
+"""Run every benchmark (producer, projector, rebuild, read models, LiteLLM, budgets); rewrite
+docs/benchmarks.md.
 
     .venv/bin/python bench/run_all.py            # or: make bench
     .venv/bin/python bench/run_all.py --only litellm   # rerun one, keep the others' record
