@@ -44,7 +44,11 @@ test: lint typecheck unit
 fast: $(BIN)/.installed
 	$(BIN)/pytest -q -m "not servers and not slow"
 
-bench: install
+$(BIN)/.bench-installed: pyproject.toml $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: install $(BIN)/.bench-installed
 	$(BIN)/python bench/run_all.py
 
 clean-dev: install

@@ -88,6 +88,9 @@ class Projection(ABC):
     rebuilding: bool = False
     # Advisory locks a rebuild of this projection holds shared while it replays and swaps.
     replay_locks: tuple[str, ...] = ()
+    # Tables a rebuild fills without their indexes and indexes once after the replay:
+    # only tables that nothing the projection runs while replaying looks up or arbitrates on.
+    rebuild_deferred_indexes: tuple[str, ...] = ()
 
     @abstractmethod
     def topic(self, settings: Settings) -> str: ...

@@ -2,10 +2,12 @@
 
 0. Refuse (``projections.rebuild_checks``) when the log no longer holds what the live tables
    were projected from: swapping in would make the loss permanent.
-1. Create the projection's tables in a scratch schema (``LIKE ... INCLUDING ALL``).
+1. Create the projection's tables in a scratch schema (``LIKE ... INCLUDING ALL``; the
+   tables of ``Projection.rebuild_deferred_indexes`` without their indexes).
 2. Replay the topic from the log start into them (``search_path`` puts the scratch schema
    first, so the projection's own SQL writes there); the live tables keep serving reads and
-   the live projector keeps running.
+   the live projector keeps running. Batches of 20,000; PostgreSQL applies one while the
+   next is decoded. Then the deferred indexes are built, once over all rows.
 3. Swap in ONE transaction: take the projection's advisory lock exclusively (live batches take
    it shared, so none is half-way), catch up to the live checkpoints, refuse if the rebuilt
    tables hold fewer events than the live ones, move the live tables out and the rebuilt ones
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Callable
@@ -49,7 +52,7 @@ _EXTRA_DDL = {
 
 class Rebuilder:
     def __init__(self, projection: Projection, settings: Settings, *, dsn: str,
-                 bootstrap_servers: str, batch_size: int = 5000) -> None:
+                 bootstrap_servers: str, batch_size: int = 20_000) -> None:
         self.projection = projection
         projection.rebuilding = True  # its apply() now writes the scratch copy only
         self.topic = projection.topic(settings)
@@ -117,6 +120,7 @@ class Rebuilder:
             await self._create_scratch(conn)
             await conn.execute(f"SET search_path = {self.scratch}, public")
             await self._replay_until(conn, consumer, targets, progress, total)
+            await self._build_indexes(conn)
             await self._swap(conn, consumer)
         except BaseException:
             await conn.execute("RESET search_path")
@@ -139,11 +143,20 @@ class Rebuilder:
             partitioned = await conn.fetchval(
                 "SELECT relkind = 'p' FROM pg_class WHERE oid = $1::regclass", f"public.{table}")
             suffix = " PARTITION BY RANGE (occurred_at)" if partitioned else ""
+            like = ("INCLUDING ALL EXCLUDING INDEXES"  # built once at the end: _build_indexes
+                    if table in self.projection.rebuild_deferred_indexes else "INCLUDING ALL")
             await conn.execute(f"CREATE TABLE {self.scratch}.{table} "
-                               f"(LIKE public.{table} INCLUDING ALL){suffix}")
+                               f"(LIKE public.{table} {like}){suffix}")
         for table in self.projection.tables():
             if table in _EXTRA_DDL:
                 await conn.execute(_EXTRA_DDL[table].format(schema=self.scratch))
+
+    async def _build_indexes(self, conn: asyncpg.Connection) -> None:
+        """The live tables' indexes the replay went without, each built once over all rows,
+        before the swap's exclusive lock (the live projector keeps running meanwhile)."""
+        for table in self.projection.rebuild_deferred_indexes:
+            for statement in await _index_ddl(conn, table, self.scratch):
+                await conn.execute(statement)
 
     async def _replay_until(
         self, conn: asyncpg.Connection, consumer: AIOKafkaConsumer,
@@ -158,38 +171,60 @@ class Rebuilder:
         """
         pending = {tp for tp, end in targets.items() if self.positions[tp] < end}
         idle_polls = 0
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=self._batch_size)
-            envelopes: list[Envelope] = []
-            poison: list[Failure] = []
-            for tp, records in batch.items():
-                for record in records:
-                    if record.offset >= targets[tp]:
-                        break
-                    # The live worker's decode path: what it dead-letters, a rebuild does too.
-                    decoded = decode_record(self.projection.name, record)
-                    if isinstance(decoded, Failure):
-                        poison.append(decoded)
-                    else:
-                        envelopes.append(decoded)
-            moved = False
-            for tp in sorted(pending):
-                # Past every record returned and every control batch or gap skipped.
-                position = min(await consumer.position(tp), targets[tp])
-                moved = moved or position > self.positions[tp]
-                self.positions[tp] = position
-                if position >= targets[tp]:
-                    pending.discard(tp)
-                    consumer.pause(tp)
-                    # getmany moved past records we left unread; the swap's catch-up needs them
-                    consumer.seek(tp, position)
-            idle_polls = 0 if moved else idle_polls + 1
-            if idle_polls > 30:
-                raise RebuildError(f"no records for 30s while replaying {sorted(pending)}")
-            if envelopes or poison:
-                await self._apply(conn, envelopes, poison)
-            if progress is not None:
-                progress(sum(self.positions.values()), total)
+        # PostgreSQL applies one batch while this decodes the next (the live worker's two
+        # stages, in one loop): one at a time on the connection, awaited before the next.
+        applying: asyncio.Task[None] | None = None
+        try:
+            while pending:
+                envelopes, poison = await self._fetch_and_decode(consumer, targets, pending)
+                moved = False
+                for tp in sorted(pending):
+                    # Past every record returned and every control batch or gap skipped.
+                    position = min(await consumer.position(tp), targets[tp])
+                    moved = moved or position > self.positions[tp]
+                    self.positions[tp] = position
+                    if position >= targets[tp]:
+                        pending.discard(tp)
+                        consumer.pause(tp)
+                        # getmany moved past records we left unread; the swap's catch-up
+                        # needs them
+                        consumer.seek(tp, position)
+                idle_polls = 0 if moved else idle_polls + 1
+                if idle_polls > 30:
+                    raise RebuildError(f"no records for 30s while replaying {sorted(pending)}")
+                if envelopes or poison:
+                    if applying is not None:
+                        await applying
+                    applying = asyncio.create_task(self._apply(conn, envelopes, poison))
+                if progress is not None:
+                    progress(sum(self.positions.values()), total)
+            if applying is not None:
+                await applying
+        except BaseException:
+            if applying is not None and not applying.done():
+                applying.cancel()
+                with contextlib.suppress(BaseException):
+                    await applying
+            raise
+
+    async def _fetch_and_decode(
+        self, consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int],
+        pending: set[TopicPartition],
+    ) -> tuple[list[Envelope], list[Failure]]:
+        batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=self._batch_size)
+        envelopes: list[Envelope] = []
+        poison: list[Failure] = []
+        for tp, records in batch.items():
+            for record in records:
+                if record.offset >= targets[tp]:
+                    break
+                # The live worker's decode path: what it dead-letters, a rebuild does too.
+                decoded = decode_record(self.projection.name, record)
+                if isinstance(decoded, Failure):
+                    poison.append(decoded)
+                else:
+                    envelopes.append(decoded)
+        return envelopes, poison
 
     async def _apply(
         self, conn: asyncpg.Connection, envelopes: list[Envelope], poison: list[Failure]
@@ -263,6 +298,28 @@ async def _high_watermarks(
                 consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
             return {tp: int(mark) for tp, mark in marks.items() if mark is not None}
     raise RebuildError(f"no fetch response for every partition of {partitions[0].topic}")
+
+
+async def _index_ddl(conn: asyncpg.Connection, table: str, schema: str) -> list[str]:
+    """Statements that give ``schema.table`` the indexes and key constraints of the live
+    ``public.table`` (on a partitioned table, for every partition)."""
+    constraints = await conn.fetch(
+        "SELECT conname, pg_get_constraintdef(oid) AS definition FROM pg_constraint "
+        "WHERE conrelid = $1::regclass AND contype IN ('p', 'u', 'x') ORDER BY conname",
+        f"public.{table}")
+    indexes = await conn.fetch(
+        "SELECT pg_get_indexdef(i.indexrelid) AS definition FROM pg_index i "
+        "WHERE i.indrelid = $1::regclass AND NOT EXISTS "
+        "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) ORDER BY 1",
+        f"public.{table}")
+    statements = [f"ALTER TABLE {schema}.{table} ADD CONSTRAINT {row['conname']} "
+                  f"{row['definition']}" for row in constraints]
+    # "CREATE INDEX name ON ONLY public.table ..." (qualified or not, by search_path): the
+    # same on the scratch table, without ONLY so that every partition gets it.
+    target = re.compile(rf" ON (ONLY )?(public\.)?{re.escape(table)} ")
+    statements += [target.sub(f" ON {schema}.{table} ", row["definition"], count=1)
+                   for row in indexes]
+    return statements
 
 
 async def _partitions(conn: asyncpg.Connection, schema: str, table: str) -> list[str]:

@@ -3,9 +3,10 @@
 1. Bring up the embedded stack unless servers are configured; migrate; ensure the topics.
 2. Import the packaged catalog (prices valid from the start of the demo's three months).
 3. Start two ``ledger project`` worker processes.
-4. Create the keys, then emit usage (with ~1% re-sent duplicates), a few hundred poison
-   messages straight to the topic, and a few revocations half-way; a gateway-like reader
-   calls ``authorize`` as traffic flows. Live progress: emitted, projected, lag.
+4. Create the keys; then a separate process (``ops.demo.emitter``) generates and emits the
+   usage (with ~1% re-sent duplicates) and a few hundred poison messages straight to the
+   topic, while this one revokes a few keys half-way and, as a gateway would, calls
+   ``authorize`` as traffic flows. Live progress: emitted, projected, lag.
 5. Wait until the workers have applied everything, stop them, and report (see report.py).
 """
 
@@ -21,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -38,6 +38,7 @@ from ledger.producer import LedgerProducer
 from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
 from ops.catalog_import import CatalogImporter
+from ops.demo.emitter import EmitterProcess, TrafficJob
 from ops.demo.traffic import DemoKey, TrafficGenerator
 from ops.devstack import DevStack
 from ops.migrate import Migrator
@@ -146,55 +147,65 @@ class DemoRunner:
         keys = generator.keys(self.key_count)
         revoke_at = self.events // 2
         revoked = generator.rng.sample(keys, min(REVOKED_KEYS, len(keys)))
-        duplicates = poison = 0
-        self.console.print(f"[bold]4/5[/] {len(keys):,} keys, {self.events:,} usage events")
+        self.console.print(f"[bold]4/5[/] {len(keys):,} keys, {self.events:,} usage events "
+                           "(emitted by a separate process)")
         baseline = await self._projected()
-        emit_started = time.perf_counter()
         async with LedgerProducer.from_settings(self.settings, source="ledger-demo") as producer, \
                 ReadModels.open(self.settings) as rm:
             for key in keys:
                 await producer.emit(key.event)
             await producer.flush()
             await self._wait_keys(keys, revoked=False)  # a gateway hands out keys once live
+            # Its own spool: one spool directory belongs to one producer process.
+            emitting = self.settings.model_copy(update={
+                "spool_dir": self.settings.resolved_spool_dir.with_name("spool-demo-emitter")})
+            emitter = EmitterProcess(TrafficJob(emitting, self.seed, generator.now,
+                                                [key.id for key in keys], self.events))
             progress, emitted_bar, projected_bar = self._progress()
-            with progress:
-                last_event = None
-                for index, event in enumerate(generator.usage(keys, self.events)):
-                    await producer.emit(event)
-                    last_event = event
-                    if generator.rng.random() < 0.01:
-                        await producer.emit(event)  # a gateway retry: the same event again
-                        duplicates += 1
-                    if index == revoke_at:
+            emit_started = time.perf_counter()
+            emitter.start()
+            try:
+                with progress:
+                    revoke_sent = False
+                    while not emitter.done():
+                        emitted = emitter.emitted
+                        if not revoke_sent and emitted > revoke_at:
+                            for key in revoked:
+                                await producer.emit(producer.events.revoke_key(
+                                    api_key_id=key.id, reason="demo: leaked"))
+                            revoke_sent = True
+                        for _ in range(5):  # the gateway's hot path, on a sample of requests
+                            key = generator.rng.choice(keys[:200])
+                            await rm.keys.authorize(key.plaintext, generator.rng.choice(
+                                generator.models[:10]))
+                            self.authorize_calls += 1
+                        progress.update(emitted_bar, completed=emitted)
+                        await self._show_projected(progress, projected_bar, baseline, emitted)
+                        await asyncio.sleep(0.1)
+                    traffic = emitter.outcome()
+                    if not revoke_sent:  # fewer events than one progress step
                         for key in revoked:
                             await producer.emit(producer.events.revoke_key(
                                 api_key_id=key.id, reason="demo: leaked"))
-                    if index % 20 == 0:  # the gateway's hot path, on a sample of requests
-                        key = generator.rng.choice(keys[:200])
-                        await rm.keys.authorize(key.plaintext, event.model)
-                        self.authorize_calls += 1
-                    if index % 500 == 0:
-                        await asyncio.sleep(0)  # emit rarely yields; let the listener run
-                    if index % 2000 == 0:
-                        progress.update(emitted_bar, completed=index + 1)
-                        await self._show_projected(progress, projected_bar, baseline,
-                                                   index + 1 + duplicates)
-                assert last_event is not None
-                poison = max(100, min(500, self.events // 2000))
-                await self._send_poison(generator.poison(last_event, poison), last_event)
-                await producer.flush()
-                progress.update(emitted_bar, completed=self.events)
-                emit_seconds = time.perf_counter() - emit_started
-                total = self.events + duplicates + poison
-                while await self._show_projected(progress, projected_bar, baseline, total) < total:
-                    if all(w.poll() is not None for w in self.workers):
-                        raise RuntimeError("every projector worker exited; see .ledger/*.log")
-                    await asyncio.sleep(0.3)
-                project_seconds = time.perf_counter() - emit_started
+                    await producer.flush()
+                    progress.update(emitted_bar, completed=self.events)
+                    emit_seconds = time.perf_counter() - emit_started
+                    total = self.events + traffic.duplicates + traffic.poison
+                    while await self._show_projected(
+                            progress, projected_bar, baseline, total) < total:
+                        if all(w.poll() is not None for w in self.workers):
+                            raise RuntimeError(
+                                "every projector worker exited; see .ledger/*.log")
+                        await asyncio.sleep(0.3)
+                    project_seconds = time.perf_counter() - emit_started
+            finally:
+                emitter.stop()
             await self._wait_keys(revoked, revoked=True)
             caches = dict(rm.stats().caches)
-        return DemoResult(keys, revoked, generator, total, duplicates, poison, started_at,
-                          emit_seconds, 0.0, self.authorize_calls, project_seconds, caches)
+        generator.expected = traffic.expected  # the ground truth, from the process that emitted
+        return DemoResult(keys, revoked, generator, total, traffic.duplicates, traffic.poison,
+                          started_at, emit_seconds, 0.0, self.authorize_calls, project_seconds,
+                          caches)
 
     def _progress(self) -> tuple[Progress, TaskID, TaskID]:
         progress = Progress(TextColumn("{task.description:<10}"), BarColumn(),
@@ -217,18 +228,6 @@ class DemoRunner:
         progress.update(bar, completed=min(done, emitted), total=max(emitted, self.events),
                         note=f"lag {max(emitted - done, 0):,}")
         return done
-
-    async def _send_poison(self, bodies: list[bytes], template: object) -> None:
-        """Poison goes straight to the topic, as a broken gateway in another language would."""
-        producer = AIOKafkaProducer(bootstrap_servers=self.stack.kafka_bootstrap_servers)
-        await producer.start()
-        try:
-            key = str(getattr(template, "api_key_id", "poison")).encode()
-            for body in bodies:
-                await producer.send(self.settings.topic_usage, body, key=key)
-            await producer.flush()
-        finally:
-            await producer.stop()
 
     async def _wait_keys(self, keys: list[DemoKey], *, revoked: bool) -> None:
         """Wait until the keys projection has the keys (or their revocations)."""

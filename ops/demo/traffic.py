@@ -5,6 +5,12 @@ run's traffic; ids are fresh so that runs on one stack reconcile apart. Keys and
 models are Zipf-distributed (a few hot keys and models, a long tail), usage is spread over the
 current month and the two before it, and half the events carry the gateway's own cost while
 the other half are left for the projector to price from the catalog.
+
+Token counts come from a palette of usage shapes drawn once from the same distributions, so
+the ground-truth cost of a (model, shape, off-peak or not) is priced once by
+``ledger.pricing.price`` and then reused: pricing every event here cost ~100 us each and
+made the generator, not the ledger, the demo's bottleneck. The projector still prices each
+event it receives without a cost on its own.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from ledger.catalog import ModelRecord
 from ledger.events import ApiKeyCreated, UsageRecorded
 from ledger.keys import generate_key, hash_key
 from ledger.pricing import Usage, price
+from ledger.pricing_time import off_peak_block
 
 # Names gateways see most; those present in the price map come first, the rest is filled
 # from the big providers' chat models.
@@ -37,6 +44,7 @@ _PREFERRED = (
 _FILL_PROVIDERS = ("anthropic", "openai", "gemini", "mistral", "xai", "groq", "deepseek")
 ZIPF_S = 1.1
 SOURCE = "ledger-demo"
+SHAPES = 512  # distinct (prompt, completion, cache read) triples in a run
 
 
 def popular_chat_models(price_map: Mapping[str, Mapping[str, Any]], count: int = 50) -> list[str]:
@@ -88,7 +96,8 @@ class Expected:
             self.unpriced += 1
             return
         self.cost_usd += cost
-        month = event.occurred_at.astimezone(UTC).strftime("%Y-%m")
+        utc = event.occurred_at.astimezone(UTC)
+        month = f"{utc.year:04d}-{utc.month:02d}"
         self.by_month[month] = self.by_month.get(month, Decimal(0)) + cost
 
 
@@ -106,6 +115,29 @@ class TrafficGenerator:
         self.records = {n: ModelRecord.from_berriai(n, price_map[n]) for n in self.models}
         self.model_weights = zipf_cum_weights(len(self.models))
         self.expected = Expected()
+        self.shapes = [self._shape() for _ in range(SHAPES)]
+        # (model, shape index, inside an off-peak window) -> cost: all that price() reads here.
+        self._costs: dict[tuple[str, int, bool], Decimal | None] = {}
+
+    def _shape(self) -> tuple[int, int, int]:
+        prompt = int(self.rng.lognormvariate(6.5, 1.0)) + 1
+        completion = int(self.rng.lognormvariate(5.0, 1.0)) + 1
+        cache_read = prompt // 2 if self.rng.random() < 0.2 else 0
+        return prompt, completion, cache_read
+
+    def _cost(self, model: str, shape: int, occurred_at: datetime) -> Decimal | None:
+        record = self.records[model]
+        off_peak = (record.has_off_peak_pricing
+                    and off_peak_block(record.raw, occurred_at) is not None)
+        key = (model, shape, off_peak)
+        if key not in self._costs:
+            prompt, completion, cache_read = self.shapes[shape]
+            usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
+                          cache_read_input_tokens=cache_read,
+                          reasoning_tokens=_reasoning(model, completion))
+            breakdown = price(record, usage, at=occurred_at)
+            self._costs[key] = None if breakdown.unpriced else breakdown.total
+        return self._costs[key]
 
     def keys(self, count: int) -> list[DemoKey]:
         """Keys with a mix of budgets, allowed-model lists and expiry dates."""
@@ -126,30 +158,27 @@ class TrafficGenerator:
             ), plaintext))
         return made
 
-    def usage(self, keys: list[DemoKey], count: int) -> Iterator[UsageRecorded]:
-        key_weights = zipf_cum_weights(len(keys))
+    def usage(self, key_ids: list[uuid.UUID], count: int) -> Iterator[UsageRecorded]:
+        key_weights = zipf_cum_weights(len(key_ids))
         span = (self.now - self.window_start).total_seconds()
+        rng, models = self.rng, self.models
         for index in range(count):
-            key = self.rng.choices(keys, cum_weights=key_weights)[0]
-            model = self.rng.choices(self.models, cum_weights=self.model_weights)[0]
-            prompt = int(self.rng.lognormvariate(6.5, 1.0)) + 1
-            completion = int(self.rng.lognormvariate(5.0, 1.0)) + 1
-            cache_read = prompt // 2 if self.rng.random() < 0.2 else 0
-            reasoning = completion // 3 if model.startswith(("o1", "o3", "o4")) else 0
-            status = "error" if self.rng.random() < 0.02 else "success"
-            occurred_at = self.window_start + timedelta(seconds=self.rng.random() * span)
-            usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
-                          cache_read_input_tokens=cache_read, reasoning_tokens=reasoning)
-            breakdown = price(self.records[model], usage, at=occurred_at)
-            cost = None if breakdown.unpriced else breakdown.total
-            carries_cost = self.rng.random() < 0.5  # the other half is priced by the projector
+            key_id = rng.choices(key_ids, cum_weights=key_weights)[0]
+            model = rng.choices(models, cum_weights=self.model_weights)[0]
+            shape = rng.randrange(SHAPES)
+            prompt, completion, cache_read = self.shapes[shape]
+            status = "error" if rng.random() < 0.02 else "success"
+            occurred_at = self.window_start + timedelta(seconds=rng.random() * span)
+            cost = self._cost(model, shape, occurred_at)
+            carries_cost = rng.random() < 0.5  # the other half is priced by the projector
             event = UsageRecorded(
                 event_id=uuid.uuid4(),
                 occurred_at=occurred_at, source=SOURCE, request_id=f"demo-{index}",
-                api_key_id=key.id, model=model, provider=self.records[model].provider,
+                api_key_id=key_id, model=model, provider=self.records[model].provider,
                 prompt_tokens=prompt, completion_tokens=completion,
-                cache_read_input_tokens=cache_read, reasoning_tokens=reasoning,
-                latency_ms=self.rng.randrange(80, 9000), status=status,
+                cache_read_input_tokens=cache_read,
+                reasoning_tokens=_reasoning(model, completion),
+                latency_ms=rng.randrange(80, 9000), status=status,
                 error_code="upstream_timeout" if status == "error" else None,
                 cost_usd=cost if carries_cost else None,
             )
@@ -169,3 +198,7 @@ class TrafficGenerator:
                                     occurred_at="2026-01-01T00:00:00")).encode(),
         ]
         return [kinds[i % len(kinds)]() for i in range(count)]
+
+
+def _reasoning(model: str, completion: int) -> int:
+    return completion // 3 if model.startswith(("o1", "o3", "o4")) else 0

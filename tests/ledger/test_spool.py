@@ -138,7 +138,7 @@ SPOOLING_CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from uuid import uuid4
-    from ledger.events import Topics
+    from ledger.routing import Topics
     from ledger.producer import LedgerProducer
 
     async def main() -> None:
