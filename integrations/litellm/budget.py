@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from ledger.catalog import ModelRecord
-from ledger.pricing import Usage, price
 from readmodels import Model
 
 
@@ -33,10 +31,42 @@ def prompt_token_bound(body: Mapping[str, Any]) -> int:
 
 
 def estimate_cost(model: Model, max_tokens: int, prompt_tokens: int = 0) -> Decimal | None:
-    """``max_tokens`` completion tokens and ``prompt_tokens`` prompt tokens at the model's
-    standard prices, exactly; None when the catalog has no price for what it would bill."""
-    record = ModelRecord.from_berriai(
-        model.name, {**model.prices, "litellm_provider": model.provider, "mode": model.mode})
-    breakdown = price(record, Usage(prompt_tokens=max(prompt_tokens, 0),
-                                    completion_tokens=max(max_tokens, 0)))
-    return None if breakdown.unpriced else breakdown.total
+    """At most what ``max_tokens`` completion tokens and ``prompt_tokens`` prompt tokens cost
+    at the model's prices, exactly: each token at the highest rate of its kind the model
+    has (a long-context tier included), plus any per-request price. None when the catalog
+    has no token price for the model. The rates are taken once per model version: this runs
+    on the auth hook's path for every request (``ledger.pricing.price`` costs ~90 us)."""
+    rates = _rates(model)
+    if rates is None:
+        return None
+    per_prompt, per_completion, per_request = rates
+    return per_prompt * max(prompt_tokens, 0) + per_completion * max(max_tokens, 0) + per_request
+
+
+_RATES: dict[tuple[str, object], tuple[Decimal, Decimal, Decimal] | None] = {}
+
+
+def _rates(model: Model) -> tuple[Decimal, Decimal, Decimal] | None:
+    key = (model.name, model.updated_at)
+    if key not in _RATES:
+        if len(_RATES) > 4096:
+            _RATES.clear()
+        _RATES[key] = _highest_rates(model.prices)
+    return _RATES[key]
+
+
+def _highest_rates(prices: Mapping[str, Decimal]) -> tuple[Decimal, Decimal, Decimal] | None:
+    def highest(*prefixes: str) -> Decimal | None:
+        found = [v for k, v in prices.items()
+                 if k.startswith(prefixes) and "batches" not in k]  # batch API: cheaper
+        return max(found) if found else None
+
+    # A prompt token may be billed as a cache write or as audio, a completion token as
+    # reasoning or audio: the bound takes the dearest rate each could be billed at.
+    prompt = highest("input_cost_per_token", "input_cost_per_audio_token",
+                     "cache_creation_input_token_cost", "cache_creation_input_audio_token_cost")
+    completion = highest("output_cost_per_token", "output_cost_per_reasoning_token",
+                         "output_cost_per_audio_token")
+    if prompt is None or completion is None:
+        return None
+    return prompt, completion, highest("input_cost_per_request") or Decimal(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -82,6 +83,12 @@ def test_the_estimate_is_exact() -> None:
                   retired_at=None, updated_at=now)
     assert estimate_cost(model, 333) == Decimal("0.00333")
     assert estimate_cost(model, 333, prompt_tokens=7) == Decimal("0.0033475")
+    # A long-context tier and cache writes cost more: the bound takes the dearest rate.
+    tiered = dataclasses.replace(model, updated_at=now + timedelta(seconds=1), prices={
+        **model.prices, "output_cost_per_token_above_200k_tokens": Decimal("0.00002"),
+        "cache_creation_input_token_cost": Decimal("0.000003125"),
+        "input_cost_per_token_batches": Decimal("0.00000125")})
+    assert estimate_cost(tiered, 333, prompt_tokens=7) == Decimal("0.006681875")
 
 
 async def test_the_hook_holds_the_estimate_on_the_budget_and_the_event_carries_the_hold(
