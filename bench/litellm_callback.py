@@ -41,13 +41,12 @@ import asyncpg
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
+from bench.producer import broker_for
 from bench.scratch_db import migrated_database
 from integrations.litellm import LedgerAuth, LedgerCallback
 from ledger.keys import generate_key, hash_key
 from ledger.settings import Settings
 from ledger.topics import TopicSpec, ensure_topics
-from ops.devstack import EmbeddedBroker
-from ops.devstack.ports import free_port
 from tests.integrations.litellm_calls import CALLS, Capture, chat, proxy_request, registered, settle
 
 
@@ -69,17 +68,8 @@ def micro(values: list[float]) -> dict[str, float]:
 
 @contextmanager
 def broker() -> Iterator[str]:
-    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        yield given
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-litellm-broker-") as root:
-        server = EmbeddedBroker(Path(root), free_port())
-        server.start()
-        try:
-            yield server.bootstrap_servers
-        finally:
-            server.stop()
+    with broker_for(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as bootstrap:
+        yield bootstrap
 
 
 async def captured_calls() -> list[tuple[dict[str, Any], Any]]:

@@ -152,18 +152,24 @@ async def check_totals(dsn: str, n: int) -> None:
     assert rows == n and summed == n, (rows, summed, n)
 
 
+async def filled_topic(s: Stack, dsn: str, n: int) -> tuple[Settings, int]:
+    """Settings for ``dsn`` and fresh topics, the usage topic holding ``n`` gateway events."""
+    settings = settings_for(s, dsn)
+    await ensure_topics(s.bootstrap, topic_specs(settings))
+    events = gateway_traffic(n)
+    await produce(settings, events)
+    total = len(events)
+    # A worker process holds no list of 200,000 events: left here, every full garbage
+    # collection in the worker would walk them (a third of its time in a profile).
+    del events
+    gc.collect()
+    return settings, total
+
+
 async def sustained(s: Stack, n: int, max_records: int = 10_000) -> dict[str, Any]:
     """One worker in this process, the topic already full."""
     async with scratch_db(s.dsn) as dsn:
-        settings = settings_for(s, dsn)
-        await ensure_topics(s.bootstrap, topic_specs(settings))
-        events = gateway_traffic(n)
-        await produce(settings, events)
-        total = len(events)
-        # A worker process holds no list of 200,000 events: left here, every full garbage
-        # collection in the worker would walk them (a third of its time in a profile).
-        del events
-        gc.collect()
+        settings, total = await filled_topic(s, dsn, n)
         runner = ProjectionRunner(make_projection("usage"), settings, dsn=dsn,
                                   bootstrap_servers=s.bootstrap, max_records=max_records)
         stop = asyncio.Event()

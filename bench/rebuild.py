@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import sys
 import time
 from typing import Any
 
 import asyncpg
-from projector import Stack, check_totals, gateway_traffic, produce, scratch_db, settings_for, stack
+from projector import Stack, check_totals, filled_topic, scratch_db, stack
 
-from ledger.topics import ensure_topics, topic_specs
 from projections import ProjectionRunner, make_projection
 from projections.rebuild import Rebuilder
 
@@ -41,13 +39,7 @@ async def project_live(s: Stack, dsn: str, settings: Any, total: int) -> None:
 
 async def rebuild(s: Stack, n: int, batch: int) -> dict[str, Any]:
     async with scratch_db(s.dsn) as dsn:
-        settings = settings_for(s, dsn)
-        await ensure_topics(s.bootstrap, topic_specs(settings))
-        events = gateway_traffic(n)
-        await produce(settings, events)
-        total = len(events)
-        del events
-        gc.collect()
+        settings, total = await filled_topic(s, dsn, n)
         await project_live(s, dsn, settings, total)
         marks: list[tuple[float, int]] = []
 
