@@ -59,6 +59,7 @@ from ops.devstack import EmbeddedBroker, EmbeddedPostgres
 from ops.devstack.ports import free_port
 from ops.migrate import Migrator
 from projections import ProjectionRunner, make_projection
+from projections.gc_tuning import tune_for_batches
 
 
 @dataclass
@@ -170,6 +171,7 @@ async def sustained(s: Stack, n: int, max_records: int = 10_000) -> dict[str, An
     """One worker in this process, the topic already full."""
     async with scratch_db(s.dsn) as dsn:
         settings, total = await filled_topic(s, dsn, n)
+        tune_for_batches()  # as the ``ledger project`` process does (ProjectorWorker.run)
         runner = ProjectionRunner(make_projection("usage"), settings, dsn=dsn,
                                   bootstrap_servers=s.bootstrap, max_records=max_records)
         stop = asyncio.Event()

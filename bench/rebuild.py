@@ -23,6 +23,7 @@ import asyncpg
 from projector import Stack, check_totals, filled_topic, scratch_db, stack
 
 from projections import ProjectionRunner, make_projection
+from projections.gc_tuning import tune_for_batches
 from projections.rebuild import Rebuilder
 
 
@@ -48,6 +49,7 @@ async def rebuild(s: Stack, n: int, batch: int) -> dict[str, Any]:
 
         rebuilder = Rebuilder(make_projection("usage"), settings, dsn=dsn,
                               bootstrap_servers=s.bootstrap, batch_size=batch)
+        tune_for_batches()  # as the ``ledger rebuild`` process does
         started = time.perf_counter()
         applied = await rebuilder.run(progress)
         elapsed = time.perf_counter() - started

@@ -15,6 +15,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from ledger.codec import parse_event
+from ledger.events import EventBase
 from ledger.exceptions import EventDecodeError
 from projections.base import Envelope, Failure, RawMessage
 from projections.logidentity import Anchor, record_digest
@@ -81,15 +82,19 @@ def _decode_records(
 
 def decode_record(family: str, record: ConsumerRecord[Any, Any]) -> Envelope | Failure:
     """A Kafka record as an envelope of ``family``, or the dead letter it becomes."""
-    if isinstance(record.value, UnreadableBatch):
-        unreadable = record.value
+    value = record.value
+    if isinstance(value, UnreadableBatch):
         return Failure(
-            RawMessage(record.topic, record.partition, unreadable.first_offset, None, None),
-            "unreadable_batch", unreadable.describe(record.topic, record.partition))
-    value = record.value if isinstance(record.value, bytes) else None
+            RawMessage(record.topic, record.partition, value.first_offset, None, None),
+            "unreadable_batch", value.describe(record.topic, record.partition))
+    value = value if isinstance(value, bytes) else None
     key = record.key if isinstance(record.key, bytes) else None
-    return decode_message(family, RawMessage(record.topic, record.partition, record.offset,
-                                             key, value, tuple(record.headers or ())))
+    decoded = _event_of(family, record.topic, value)
+    if isinstance(decoded, EventBase):
+        # The hot path builds no RawMessage: only a dead letter needs one (with headers).
+        return Envelope(record.topic, record.partition, record.offset, key, decoded, value)
+    return Failure(RawMessage(record.topic, record.partition, record.offset, key, value,
+                              tuple(record.headers or ())), *decoded)
 
 
 def decode_message(family: str, message: RawMessage) -> Envelope | Failure:
@@ -98,14 +103,21 @@ def decode_message(family: str, message: RawMessage) -> Envelope | Failure:
     Whatever the message holds, the answer is an envelope or a Failure (never an exception):
     nothing one message holds may stop a partition.
     """
+    decoded = _event_of(family, message.topic, message.value)
+    if isinstance(decoded, EventBase):
+        return Envelope(message.topic, message.partition, message.offset, message.key, decoded,
+                        message.value)
+    return Failure(message, *decoded)
+
+
+def _event_of(family: str, topic: str, value: bytes | None) -> EventBase | tuple[str, str]:
+    """The event a message body holds, or the (dead-letter kind, error) it is refused with."""
     try:
-        event = parse_event(message.value)  # None (a tombstone) is an EventDecodeError
+        event = parse_event(value)  # None (a tombstone) is an EventDecodeError
     except EventDecodeError as exc:
-        return Failure(message, getattr(exc, "reason", "invalid_event"), str(exc))
+        return getattr(exc, "reason", "invalid_event"), str(exc)
     except Exception as exc:
-        return Failure(message, "invalid_event", f"{type(exc).__name__}: {exc}")
+        return "invalid_event", f"{type(exc).__name__}: {exc}"
     if event.topic_family != family:
-        return Failure(message, "wrong_topic",
-                       f"{event.type} does not belong on {message.topic}")
-    return Envelope(message.topic, message.partition, message.offset, message.key, event,
-                    message.value)
+        return "wrong_topic", f"{event.type} does not belong on {topic}"
+    return event

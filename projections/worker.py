@@ -13,6 +13,7 @@ import signal
 from prometheus_client import start_http_server
 
 from ledger.settings import Settings
+from projections import gc_tuning
 from projections.alerts import AlertRelay
 from projections.metrics import ProjectorMetrics
 from projections.registry import PROJECTION_NAMES, make_projection
@@ -39,6 +40,7 @@ class ProjectorWorker:
         self._metrics_port = metrics_port
 
     async def run(self) -> None:
+        gc_tuning.tune_for_batches()  # this is the ``ledger project`` process
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)

@@ -139,8 +139,10 @@ def rebuild(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from projections.gc_tuning import tune_for_batches
     from projections.rebuild import Rebuilder
 
+    tune_for_batches()  # this process now replays batches of events (see its docstring)
     rebuilder = Rebuilder(make_projection(projection), context.settings(),
                           dsn=context.database_url(),
                           bootstrap_servers=context.kafka_bootstrap_servers())
