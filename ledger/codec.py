@@ -66,7 +66,8 @@ def _mentions_constant(data: bytes | bytearray | memoryview | str) -> bool:
     # pydantic's parser takes NaN and Infinity, which JSON (and so the schema) does not
     # have: one left where no field looks at it (under a later duplicate key) would pass.
     if type(data) is bytes:  # what Kafka hands over: no union-type isinstance on the hot path
-        return b"NaN" in data or b"Infinity" in data
+        # A one-byte search is a memchr; a word search took 1.4 us per ~700-byte event here.
+        return (b"N" in data and b"NaN" in data) or (b"I" in data and b"Infinity" in data)
     if isinstance(data, str):
         return "NaN" in data or "Infinity" in data
     view = data if isinstance(data, bytearray) else bytes(data)
