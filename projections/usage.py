@@ -46,19 +46,27 @@ _COUNTERS = (
     "audio_output_tokens", "images", "input_seconds", "output_seconds", "characters",
 )
 
-# metadata is staged as text: asyncpg's binary COPY has no jsonb encoder for dicts.
+# Staged as text and cast in the statement: metadata, because asyncpg's binary COPY has no
+# jsonb encoder for dicts; the numerics, because asyncpg's binary numeric encoder costs about
+# 6 us per Decimal here (COPY of a 10,000-row batch: 31 us per row with Decimals against 15
+# with their str(), conversion included). str(Decimal) is exact, and so is numeric's input.
+_NUMERIC_STAGED_AS_TEXT = ("input_seconds", "output_seconds", "cost_usd", "hold_estimate")
 _CREATE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS usage_stage (
     event_id uuid, occurred_at timestamptz, request_id text, api_key_id uuid, model text,
     requested_model text, provider text, prompt_tokens bigint, completion_tokens bigint,
     cache_read_input_tokens bigint, cache_creation_input_tokens bigint, reasoning_tokens bigint,
-    audio_input_tokens bigint, audio_output_tokens bigint, images bigint, input_seconds numeric,
-    output_seconds numeric, characters bigint, latency_ms bigint, status text, error_code text,
-    cost_usd numeric, cost_source text, metadata text, source text, service_tier text,
+    audio_input_tokens bigint, audio_output_tokens bigint, images bigint, input_seconds text,
+    output_seconds text, characters bigint, latency_ms bigint, status text, error_code text,
+    cost_usd text, cost_source text, metadata text, source text, service_tier text,
     data_residency text, vertex_location text, inference_geo text, fingerprint bytea,
-    hold_estimate numeric, hold_leases uuid[]
+    hold_estimate text, hold_leases uuid[]
 ) ON COMMIT DELETE ROWS
 """
+# The staged row with its own types back: what the rest of the statement reads.
+_CLAIMED_COLUMNS = ", ".join(
+    f"s.{c}::numeric AS {c}" if c in _NUMERIC_STAGED_AS_TEXT else f"s.{c}"
+    for c in _STAGE_COLUMNS)
 
 _INSERTED_AND_SUMMED = f"""
 WITH fresh AS (
@@ -74,7 +82,7 @@ WITH fresh AS (
     WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.event_id = s.event_id)
       AND u.fingerprint IS DISTINCT FROM s.fingerprint AND u.fingerprint IS NOT NULL
 ), claimed AS MATERIALIZED (
-    SELECT s.* FROM usage_stage s JOIN fresh f ON f.event_id = s.event_id
+    SELECT {_CLAIMED_COLUMNS} FROM usage_stage s JOIN fresh f ON f.event_id = s.event_id
 ), inserted AS (
     -- The claim above is the dedup; usage_records' own key can no longer conflict.
     INSERT INTO usage_records ({", ".join(_COLUMNS)})
@@ -341,13 +349,18 @@ def _conflict(envelope: Envelope) -> Failure:
 
 # The event's fields in _COLUMNS order around cost and metadata, read in one C call each:
 # a Python attribute access per column took more than half of building a row.
-_LEADING_FIELDS = attrgetter(*_COLUMNS[:_COLUMNS.index("cost_usd")])
+_LEADING_FIELDS = attrgetter(*_COLUMNS[:_COLUMNS.index("input_seconds")])
+_MIDDLE_FIELDS = attrgetter(*_COLUMNS[_COLUMNS.index("output_seconds") + 1:
+                                      _COLUMNS.index("cost_usd")])
 _TRAILING_FIELDS = attrgetter(*_COLUMNS[_COLUMNS.index("metadata") + 1:])
 _NO_HOLD: tuple[None, None] = (None, None)
 
 
 def _row(event: UsageRecorded, cost: tuple[Any, str], digest: bytes) -> tuple[Any, ...]:
+    cost_usd, cost_source = cost
     metadata = event.metadata
-    hold = _NO_HOLD if event.hold_id is None else budgets.hold_columns(event.hold_id)
-    return (*_LEADING_FIELDS(event), *cost, json.dumps(metadata) if metadata else "{}",
-            *_TRAILING_FIELDS(event), digest, *hold)
+    estimate, leases = _NO_HOLD if event.hold_id is None else budgets.hold_columns(event.hold_id)
+    return (*_LEADING_FIELDS(event), str(event.input_seconds), str(event.output_seconds),
+            *_MIDDLE_FIELDS(event), None if cost_usd is None else str(cost_usd), cost_source,
+            json.dumps(metadata) if metadata else "{}", *_TRAILING_FIELDS(event), digest,
+            None if estimate is None else str(estimate), leases)

@@ -6,6 +6,9 @@ import json
 import random
 import uuid
 from datetime import UTC, datetime
+from decimal import Context, Decimal, localcontext
+
+import asyncpg
 
 from ledger.settings import Settings
 from tests.projections.helpers import (
@@ -101,3 +104,36 @@ async def test_event_id_is_unique_even_when_a_resend_changes_occurred_at(
     assert await fetchval(settings.database_url, "SELECT count(*) FROM usage_records") == 1
     assert await fetchval(settings.database_url,
                           "SELECT sum(requests) FROM monthly_usage_summaries") == 1
+
+
+async def test_decimals_arrive_exactly_whatever_their_written_form(settings: Settings) -> None:
+    """The batch stages numerics as their str() (projections.usage): an exponent form, 30
+    places and the largest amounts must land digit for digit, in records and summaries."""
+    key = uuid.uuid4()
+    costs = [Decimal("1.5E-7"), Decimal("0.000000000000000000000000000001"),
+             Decimal("123456789.123456789123456789"), Decimal("0"), Decimal("1E+2")]
+    events = [usage_event(key, cost=c, when=datetime(2026, 11, 20, tzinfo=UTC)) for c in costs]
+    events.append(usage_event(key, when=datetime(2026, 11, 20, tzinfo=UTC)).model_copy(
+        update={"input_seconds": Decimal("12.000000000000000000000000000001"),
+                "output_seconds": Decimal("3E-30")}))
+    await emit(settings, events)
+    assert settings.database_url
+    async with running_worker(settings, ("usage",)):
+        await wait_for_rows(settings.database_url, "SELECT count(*) FROM usage_records", 6)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        stored = {r["event_id"]: r for r in await conn.fetch(
+            "SELECT event_id, cost_usd, input_seconds, output_seconds FROM usage_records")}
+        total = await conn.fetchrow(
+            "SELECT cost_usd, input_seconds, output_seconds FROM monthly_usage_summaries")
+    finally:
+        await conn.close()
+    for event in events:
+        row = stored[event.event_id]
+        assert (row["cost_usd"], row["input_seconds"], row["output_seconds"]) == (
+            event.cost_usd, event.input_seconds, event.output_seconds)
+    assert total is not None
+    with localcontext(Context(prec=100)):  # Python's default 28 digits would round the sum
+        assert total["cost_usd"] == sum(e.cost_usd or 0 for e in events)
+    assert total["input_seconds"] == Decimal("12.000000000000000000000000000001")
+    assert total["output_seconds"] == Decimal("3E-30")
