@@ -193,7 +193,9 @@ class _WireDecimal:
                              cs.decimal_schema()]),
             cs.chain_schema([cs.float_schema(strict=True, ge=0, le=0),
                              cs.no_info_plain_validator_function(lambda _: Decimal(0))]),
-        ], custom_error_type="decimal", custom_error_message=(
+        # At most one form can take a given JSON value, so the first that does is the answer:
+        # "smart" mode went on to try the others (3 decimals: 8.5 -> 6.3 us per event).
+        ], mode="left_to_right", custom_error_type="decimal", custom_error_message=(
             'must be a decimal string such as "0.000389" or "1.5E-7" (no sign, at most 30 '
             f"places, at most {maximum}) or a number: 0 or from {MIN_DECIMAL_NUMBER} to "
             f"{maximum}"))
