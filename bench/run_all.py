@@ -30,7 +30,8 @@ MARKERS = ("<!-- benchmark-table -->", "<!-- /benchmark-table -->")
 RUNS = {
     "producer": ["bench/producer.py", "--events", "200000", "--repeat", "2"],
     "projector": ["bench/projector.py", "--events", "200000", "--baseline", "10000",
-                  "--peer", "10000", "--rate", "25000", "--seconds", "10"],
+                  "--peer", "10000", "--rate", "25000", "--seconds", "10",
+                  "--within-rate", "5000"],
     "rebuild": ["bench/rebuild.py", "--events", "200000", "--batch", "20000"],
     "readmodels": ["bench/readmodels.py", "--lookups", "1000000", "--trials", "200"],
     "litellm": ["bench/litellm_callback.py", "--calls", "20000", "--auth-calls", "20000"],
@@ -115,6 +116,10 @@ def summary(outputs: dict[str, str]) -> list[str]:
          f"{projector['lag']['queryable']:,} of {projector['lag']['events']:,} queryable "
          "within 60 s of the last emit",
          "p99 <= 1 s at 25,000/s"),
+        *([(f"projector: the same at {within['offered_per_s']:,}/s offered, a rate one worker "
+            "sustains", f"p50 {within['p50_ms']} ms, p99 {within['p99_ms']} ms; "
+            f"{within['queryable']:,} of {within['events']:,} queryable", "-")]
+          if (within := projector.get("lag_within_capacity")) else []),
         ("projector: two worker processes' larger resident set, first / last sample",
          f"{two_rss['first']} / {two_rss['last']} MiB over "
          f"{projector['sustained_2_processes']['events']:,} events", "flat over 10M events"),
