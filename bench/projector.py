@@ -66,6 +66,8 @@ from projections.gc_tuning import tune_for_batches
 class Stack:
     dsn: str
     bootstrap: str
+    root: str  # a scratch directory removed with the stack
+    broker_pid: int | None = None  # the embedded broker's, when this stack started one
 
 
 @asynccontextmanager
@@ -83,7 +85,7 @@ async def stack() -> AsyncIterator[Stack]:
                 broker = EmbeddedBroker(Path(root) / "kafka", free_port())
                 broker.start()
                 bootstrap = broker.bootstrap_servers
-            yield Stack(dsn, bootstrap)
+            yield Stack(dsn, bootstrap, root, broker.pid() if broker is not None else None)
         finally:
             if broker is not None:
                 broker.stop()

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ledger.db import connect
+from ops.allocator import return_large_blocks_to_the_os
 from ops.cli import context
 from projections import PROJECTION_NAMES, ProjectorWorker, lognoise, make_projection
 from projections.replay import replay_dead_letters
@@ -41,6 +42,7 @@ def project(
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     lognoise.install()  # the Kafka client's reconnect loop: a WARNING every 10 s, with counts
+    return_large_blocks_to_the_os()  # freed fetch buffers go back to the OS (ops.allocator)
     names = tuple(projection) or PROJECTION_NAMES
     for name in names:
         make_projection(name)  # unknown names fail here with one line
