@@ -127,11 +127,14 @@ def checked_counts(counts: Counts) -> Counts:
             break
     else:
         # Any Decimal zero is valid seconds (tests/ledger/test_pricing_plan.py holds Usage to it).
-        seconds = counts[9], counts[10]
+        input_seconds, output_seconds, characters = counts[9:]
         if (
-            type(counts[11]) is int
-            and counts[11] >= 0
-            and all(type(s) is Decimal and not s for s in seconds)
+            type(characters) is int
+            and characters >= 0
+            and type(input_seconds) is Decimal
+            and not input_seconds
+            and type(output_seconds) is Decimal
+            and not output_seconds
             and parts_fault(*counts[:8]) is None
         ):
             return counts

@@ -14,7 +14,7 @@ so nothing is ever rounded; a count too large for it raises ``decimal.Inexact``.
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Context, Decimal, Inexact, getcontext, setcontext
@@ -256,6 +256,19 @@ class PlanCache:
         vertex_location: str | None = None,
         inference_geo: str | None = None,
     ) -> Plan:
+        return self._plan(model, prompt_tokens, at, service_tier, data_residency,
+                          vertex_location, inference_geo)  # fmt: skip
+
+    def _plan(
+        self,
+        model: ModelRecord,
+        prompt_tokens: int,
+        at: datetime | None,
+        service_tier: ServiceTier | None,
+        data_residency: str | None,
+        vertex_location: str | None,
+        inference_geo: str | None,
+    ) -> Plan:
         entry = self._records.get(id(model))
         if entry is None or entry.model is not model:
             if self._size >= self._max_plans:
@@ -267,8 +280,8 @@ class PlanCache:
         bounds = entry.bounds
         key = (
             service_tier, open_block is not None, at is not None, data_residency,
-            vertex_location, inference_geo, bisect.bisect_left(bounds, prompt_tokens),
-            bisect.bisect_right(bounds, prompt_tokens),
+            vertex_location, inference_geo, bisect_left(bounds, prompt_tokens),
+            bisect_right(bounds, prompt_tokens),
         )  # fmt: skip
         found = entry.plans.get(key)
         if found is None:
@@ -298,9 +311,7 @@ class PlanCache:
     ) -> Decimal | None:
         """The exact cost of a request with ``counts`` (valid: see ``pricing.checked_counts``),
         None when a unit it used has no price."""
-        plan = self.plan(
-            model, counts[0], at=at, service_tier=service_tier, data_residency=data_residency,
-            vertex_location=vertex_location, inference_geo=inference_geo,
-        )  # fmt: skip
+        plan = self._plan(model, counts[0], at, service_tier, data_residency, vertex_location,
+                          inference_geo)  # fmt: skip
         _, unpriced, total, _ = bill(plan, counts)
         return None if unpriced else total
