@@ -233,10 +233,11 @@ class PlanCache:
     something unpriced) without resolving rates or building a breakdown per request.
 
     Records are told apart by identity: a record is immutable, and the projector keeps one
-    object per price-history row. Bounded: past ``max_plans`` plans it starts over.
+    object per price-history row. Bounded: past ``max_plans`` plans (about 2 KB each) it
+    starts over.
     """
 
-    def __init__(self, max_plans: int = 20_000) -> None:
+    def __init__(self, max_plans: int = 4096) -> None:
         self._records: dict[int, _Record] = {}
         self._size = 0
         self._max_plans = max_plans
