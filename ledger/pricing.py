@@ -6,7 +6,8 @@ gateway agree to the cent and beyond; ``docs/pricing.md`` states each rule with 
 example, and ``tests/ledger/data/litellm_cost_cases.json`` replays LiteLLM's own numbers
 against this module. Which rate applies lives in ``pricing_rates`` (long-context and service
 tiers), ``pricing_time`` (off-peak windows), ``pricing_batch`` and ``pricing_region``
-(uplifts); this module bills the components. Two deliberate differences from LiteLLM:
+(uplifts); ``pricing_plan`` gathers them per request and bills the components; this module
+holds the usage, the breakdown and ``price``. Two deliberate differences from LiteLLM:
 
 * arithmetic is Decimal and exact (an ``Inexact`` trap proves no rounding ever happens), and
 * a unit that was used but has no price is reported in ``CostBreakdown.unpriced`` instead
@@ -16,7 +17,7 @@ tiers), ``pricing_time`` (off-peak windows), ``pricing_batch`` and ``pricing_reg
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, Inexact, localcontext
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
@@ -24,9 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validat
 from ledger.catalog.record import ModelRecord
 from ledger.exceptions import UnpricedUsageError
 from ledger.fields import DataResidency, ServiceTier
-from ledger.pricing_batch import batch_rates
-from ledger.pricing_rates import TIER_SUFFIXES, Rate, Rates, get, resolve_rates
-from ledger.pricing_region import uplifts
+from ledger.pricing_plan import Counts, bill, build_plan
 from ledger.pricing_time import off_peak_block
 
 __all__ = [
@@ -35,16 +34,35 @@ __all__ = [
     "UnpricedUsageError",
     "Usage",
     "calculate_cost",
+    "checked_counts",
     "price",
+    "usage_counts",
 ]
 
 _ZERO = Decimal(0)
-# LiteLLM's cost paths for these providers take no service tier: their requests are priced
-# at standard rates whatever the tier, and so are they here (with a note).
-_TIERLESS_PROVIDERS = frozenset({
-    "deepseek", "tencent", "perplexity", "xai", "fireworks_ai", "lemonade", "dashscope",
-    "qwencloud", "qwen_ai_platform",
-})  # fmt: skip
+_PER_CHARACTER = "billed per input character instead of per text input token"
+
+
+def parts_fault(
+    prompt: int, completion: int, cache_read: int, cache_creation: int, cache_creation_1h: int,
+    reasoning: int, audio_input: int, audio_output: int,
+) -> str | None:  # fmt: skip
+    """Why these counts are not one usage (a part exceeds its total), or None."""
+    prompt_parts = cache_read + cache_creation + audio_input
+    if prompt_parts > prompt:
+        return (
+            "cache_read + cache_creation + audio_input tokens are part of prompt_tokens "
+            f"and cannot exceed it ({prompt_parts} > {prompt})"
+        )
+    if cache_creation_1h > cache_creation:
+        return "cache_creation_1h_input_tokens exceeds cache_creation_input_tokens"
+    completion_parts = reasoning + audio_output
+    if completion_parts > completion:
+        return (
+            "reasoning + audio_output tokens are part of completion_tokens and cannot "
+            f"exceed it ({completion_parts} > {completion})"
+        )
+    return None
 
 
 class Usage(BaseModel):
@@ -83,25 +101,44 @@ class Usage(BaseModel):
 
     @model_validator(mode="after")
     def _parts_within_totals(self) -> Usage:
-        prompt_parts = (
-            self.cache_read_input_tokens
-            + self.cache_creation_input_tokens
-            + self.audio_input_tokens
-        )
-        if prompt_parts > self.prompt_tokens:
-            raise ValueError(
-                "cache_read + cache_creation + audio_input tokens are part of prompt_tokens "
-                f"and cannot exceed it ({prompt_parts} > {self.prompt_tokens})"
-            )
-        if self.cache_creation_1h_input_tokens > self.cache_creation_input_tokens:
-            raise ValueError("cache_creation_1h_input_tokens exceeds cache_creation_input_tokens")
-        completion_parts = self.reasoning_tokens + self.audio_output_tokens
-        if completion_parts > self.completion_tokens:
-            raise ValueError(
-                "reasoning + audio_output tokens are part of completion_tokens and cannot "
-                f"exceed it ({completion_parts} > {self.completion_tokens})"
-            )
+        fault = parts_fault(*usage_counts(self)[:8])
+        if fault is not None:
+            raise ValueError(fault)
         return self
+
+
+def usage_counts(usage: Usage) -> Counts:
+    """The counts of ``usage``, in field order (what ``pricing_plan.bill`` reads)."""
+    return (
+        usage.prompt_tokens, usage.completion_tokens, usage.cache_read_input_tokens,
+        usage.cache_creation_input_tokens, usage.cache_creation_1h_input_tokens,
+        usage.reasoning_tokens, usage.audio_input_tokens, usage.audio_output_tokens,
+        usage.images, usage.input_seconds, usage.output_seconds, usage.characters,
+    )  # fmt: skip
+
+
+def checked_counts(counts: Counts) -> Counts:
+    """``counts`` (in Usage's field order) as a valid ``Usage`` has them, raising
+    ``ValidationError`` where ``Usage`` would. The common case (plain non-negative ints, zero
+    seconds, parts within their totals) is checked here without building a ``Usage``, which
+    costs more than pricing the request; anything else is built."""
+    for count in counts[:9]:
+        if type(count) is not int or count < 0:
+            break
+    else:
+        # Any Decimal zero is valid seconds (tests/ledger/test_pricing_plan.py holds Usage to it).
+        input_seconds, output_seconds, characters = counts[9:]
+        if (
+            type(characters) is int
+            and characters >= 0
+            and type(input_seconds) is Decimal
+            and not input_seconds
+            and type(output_seconds) is Decimal
+            and not output_seconds
+            and parts_fault(*counts[:8]) is None
+        ):
+            return counts
+    return usage_counts(Usage(**dict(zip(Usage.model_fields, counts, strict=True))))
 
 
 class CostLine(BaseModel):
@@ -161,40 +198,6 @@ class CostBreakdown(BaseModel):
         return sum((ln.amount for ln in self.lines if ln.component == component), _ZERO)
 
 
-def _rates(
-    model: ModelRecord,
-    usage: Usage,
-    at: datetime | None,
-    service_tier: ServiceTier | None,
-    notes: list[str],
-) -> tuple[Rates, str | None, bool]:
-    """The rates to bill with, the service tier whose prices apply, whether off-peak."""
-    block = off_peak_block(model.raw, at)
-    if model.has_off_peak_pricing and at is None:
-        notes.append("off_peak_pricing not applied: no time given, standard rates used")
-    if service_tier == "batch":
-        batch = batch_rates(model, usage.prompt_tokens)
-        if batch.halved:
-            notes.append("no batch input price: the standard rates halved, as LiteLLM does")
-        if block is not None:
-            notes.append("off_peak_pricing does not apply to batch requests")
-        return batch.rates, "batch", False
-    suffix = ""
-    applied: str | None = None
-    if service_tier is not None:
-        if model.provider in _TIERLESS_PROVIDERS:
-            notes.append(f"service tier {service_tier} not applied: LiteLLM prices "
-                         f"{model.provider} models at standard rates")  # fmt: skip
-        else:
-            suffix = TIER_SUFFIXES[service_tier]
-            if any(key.endswith(suffix) for key in model.prices):
-                applied = service_tier
-            else:
-                notes.append(f"no {service_tier} prices: standard rates used")
-    rates = resolve_rates(model, usage.prompt_tokens, suffix=suffix, off_peak=block)
-    return rates, applied, block is not None
-
-
 def price(
     model: ModelRecord,
     usage: Usage,
@@ -212,99 +215,28 @@ def price(
     ``data_residency``, ``vertex_location`` and ``inference_geo`` apply the regional
     uplifts the model lists.
     """
-    notes: list[str] = []
-    rates, applied_tier, off_peak = _rates(model, usage, at, service_tier, notes)
-    batch = service_tier == "batch"
-    lines: list[CostLine] = []
-    unpriced: list[str] = []
-
-    def bill(
-        component: str, side: Literal["input", "output"], quantity: int | Decimal, rate: Rate
-    ) -> None:
-        if quantity <= 0:
-            return
-        if rate is None:
-            unpriced.append(component)
-            lines.append(
-                CostLine(
-                    component=component, side=side, quantity=Decimal(quantity),
-                    unit_price=None, price_key=None, amount=_ZERO,
-                )
-            )  # fmt: skip
-            return
-        lines.append(
-            CostLine(
-                component=component, side=side, quantity=Decimal(quantity),
-                unit_price=rate[0], price_key=rate[1], amount=rate[0] * quantity,
-            )
-        )  # fmt: skip
-
-    # A batch request has token prices only: other units are reported unpriced.
-    char_rate = None if batch else get(model.prices, "input_cost_per_character")
-    with localcontext() as ctx:
-        # Counts (<= 40 digits) times catalog prices fit easily in 200 digits; the trap
-        # proves no amount or sum was ever rounded.
-        ctx.prec = 200
-        ctx.traps[Inexact] = True
-        text_in = (
-            usage.prompt_tokens
-            - usage.cache_read_input_tokens
-            - usage.cache_creation_input_tokens
-            - usage.audio_input_tokens
-        )
-        if usage.characters > 0 and char_rate is not None:
-            notes.append("billed per input character instead of per text input token")
-        else:
-            bill("text_input", "input", text_in, rates.input)
-        bill("cache_read_input", "input", usage.cache_read_input_tokens, rates.cache_read)
-        write_1h = usage.cache_creation_1h_input_tokens
-        bill("cache_creation_input", "input",
-             usage.cache_creation_input_tokens - write_1h, rates.cache_write)  # fmt: skip
-        bill("cache_creation_1h_input", "input", write_1h, rates.cache_write_1h)
-        bill("audio_input", "input", usage.audio_input_tokens, rates.audio_in)
-        bill("characters", "input", usage.characters, char_rate)
-        bill("images", "input", usage.images,
-             None if batch else get(model.prices, "input_cost_per_image"))  # fmt: skip
-        bill("input_seconds", "input", usage.input_seconds,
-             None if batch else get(model.prices, "input_cost_per_second"))  # fmt: skip
-
-        text_out = usage.completion_tokens - usage.reasoning_tokens - usage.audio_output_tokens
-        bill("text_output", "output", text_out, rates.output)
-        bill("reasoning_output", "output", usage.reasoning_tokens, rates.reasoning)
-        bill("audio_output", "output", usage.audio_output_tokens, rates.audio_out)
-        bill("output_seconds", "output", usage.output_seconds,
-             None if batch else get(model.prices, "output_cost_per_second"))  # fmt: skip
-
-        applied = uplifts(model, data_residency=data_residency, vertex_location=vertex_location,
-                          inference_geo=inference_geo, batch=batch)  # fmt: skip
-        for uplift in applied:
-            # An uplift multiplies everything billed so far, one line per side.
-            for side in ("input", "output"):
-                subtotal = sum((ln.amount for ln in lines if ln.side == side), _ZERO)
-                if subtotal:
-                    extra = uplift.multiplier - 1
-                    lines.append(CostLine(component=uplift.component, side=side,
-                                          quantity=subtotal, unit_price=extra,
-                                          price_key=uplift.price_key,
-                                          amount=subtotal * extra))  # fmt: skip
-        total = sum((line.amount for line in lines), _ZERO)
-
-    asked = {"data_residency": data_residency, "vertex_location": vertex_location,
-             "inference_geo": inference_geo}  # fmt: skip
-    for name, value in asked.items():
-        if value is not None and not any(u.component.startswith(name) for u in applied):
-            why = "batch requests" if batch and name == "inference_geo" else "this model"
-            notes.append(f"{name} {value}: no uplift for {why}")
+    plan = build_plan(
+        model, usage.prompt_tokens, open_block=off_peak_block(model.raw, at),
+        timed=at is not None, service_tier=service_tier, data_residency=data_residency,
+        vertex_location=vertex_location, inference_geo=inference_geo,
+    )  # fmt: skip
+    billed, unpriced, total, per_character = bill(plan, usage_counts(usage))
+    lines = tuple(
+        CostLine(component=component, side=side, quantity=Decimal(quantity),
+                 unit_price=None if rate is None else rate[0],
+                 price_key=None if rate is None else rate[1], amount=amount)
+        for component, side, quantity, rate, amount in billed
+    )  # fmt: skip
     return CostBreakdown(
         model=model.name,
-        lines=tuple(lines),
+        lines=lines,
         total=total,
         unpriced=tuple(unpriced),
-        tier=rates.tier,
-        service_tier=applied_tier,
-        off_peak=off_peak,
+        tier=plan.tier,
+        service_tier=plan.service_tier,
+        off_peak=plan.off_peak,
         at=at,
-        notes=tuple(notes),
+        notes=(*plan.notes, *((_PER_CHARACTER,) if per_character else ()), *plan.region_notes),
     )
 
 

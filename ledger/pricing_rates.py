@@ -23,6 +23,7 @@ __all__ = [
     "crossed",
     "get",
     "parse_threshold",
+    "prompt_boundaries",
     "resolve_rates",
     "threshold_of_key",
 ]
@@ -111,6 +112,23 @@ def threshold_of_key(key: str) -> str:
 
 def crossed(prompt_tokens: int, threshold: Decimal, inclusive: bool) -> bool:
     return prompt_tokens > threshold or (inclusive and prompt_tokens == threshold)
+
+
+def prompt_boundaries(model: ModelRecord) -> tuple[Decimal, ...]:
+    """Every number a rule compares a request's prompt size with, sorted: each threshold of
+    an ``_above_`` key (read by the long-context, audio and batch rules alike), each bound of
+    a ``tiered_pricing`` row, and 0. Two prompt sizes on the same side of (or equal to) each
+    of them get the same rates, which is what lets ``pricing_plan`` resolve rates once per
+    bucket; a rule that compares the prompt with anything else must add it here."""
+    found = {Decimal(0)}
+    for key in model.prices:
+        if "_above_" in key:
+            value = parse_threshold(threshold_of_key(key))
+            if value is not None and value.is_finite():
+                found.add(value)
+    for tier in model.tiered_pricing:
+        found.update((tier.range_start, tier.range_end))
+    return tuple(sorted(found))
 
 
 def _crossed_thresholds(

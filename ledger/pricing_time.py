@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ledger.catalog.record import to_price
 
-__all__ = ["OffPeakPricing", "off_peak_block"]
+__all__ = ["OffPeakPricing", "off_peak_block", "parsed_block"]
 
 _WEEKDAYS: dict[str, int] = {
     "mon": 1, "monday": 1, "tue": 2, "tues": 2, "tuesday": 2, "wed": 3, "wednesday": 3,
@@ -158,10 +158,15 @@ class OffPeakPricing(BaseModel):
         )
 
 
+def parsed_block(raw: Mapping[str, object]) -> OffPeakPricing | None:
+    """The model's off-peak block, parsed; None when it has none."""
+    block = raw.get("off_peak_pricing")
+    return OffPeakPricing.parse(block) if isinstance(block, Mapping) else None
+
+
 def off_peak_block(raw: Mapping[str, object], at: datetime | None) -> OffPeakPricing | None:
     """The model's off-peak block when ``at`` is inside one of its windows, else None."""
-    block = raw.get("off_peak_pricing")
-    if at is None or not isinstance(block, Mapping):
+    if at is None:
         return None
-    parsed = OffPeakPricing.parse(block)
-    return parsed if parsed.is_open(at) else None
+    parsed = parsed_block(raw)
+    return parsed if parsed is not None and parsed.is_open(at) else None

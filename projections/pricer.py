@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from ledger.catalog import ModelRecord
 from ledger.catalog.naming import resolve_in_db
 from ledger.events import UsageRecorded
-from ledger.pricing import Usage, price
+from ledger.pricing import checked_counts
+from ledger.pricing_plan import PlanCache
 
 EMITTER, CATALOG, UNPRICED = "emitter", "catalog", "unpriced"
 
@@ -39,8 +40,10 @@ SELECT model, valid_from, raw::text AS raw FROM model_price_history
 
 class CatalogPricer:
     def __init__(self) -> None:
-        # History rows never change once written, so parsed records are cached for good.
+        # History rows never change once written, so parsed records are cached for good, and
+        # so are the plans (resolved rates) priced from them.
         self._records: dict[tuple[str, datetime], ModelRecord] = {}
+        self._plans = PlanCache()
 
     async def costs(
         self, conn: asyncpg.Connection, events: Sequence[UsageRecorded]
@@ -55,10 +58,31 @@ class CatalogPricer:
                 continue
             try:
                 record = _valid_at(history.get(event.model, []), event.occurred_at)
-                result.append(_price(record, event) if record is not None else (None, UNPRICED))
+                result.append(
+                    self._price(record, event) if record is not None else (None, UNPRICED)
+                )
             except Exception as exc:  # one event's bad arithmetic must not fail the batch
                 result.append(exc)
         return result
+
+    def _price(self, record: ModelRecord, event: UsageRecorded) -> tuple[Decimal | None, str]:
+        """What ``ledger.pricing.price`` makes of the event (its total, or unpriced), from the
+        cached plan: only the arithmetic on the event's counts is done per event."""
+        try:
+            counts = checked_counts((
+                event.prompt_tokens, event.completion_tokens, event.cache_read_input_tokens,
+                event.cache_creation_input_tokens, 0, event.reasoning_tokens,
+                event.audio_input_tokens, event.audio_output_tokens, event.images,
+                event.input_seconds, event.output_seconds, event.characters,
+            ))  # fmt: skip
+        except ValidationError:
+            return None, UNPRICED  # inconsistent counts: record the usage, do not guess a cost
+        total = self._plans.total(
+            record, counts, at=event.occurred_at, service_tier=event.service_tier,
+            data_residency=event.data_residency, vertex_location=event.vertex_location,
+            inference_geo=event.inference_geo,
+        )  # fmt: skip
+        return (None, UNPRICED) if total is None else (total, CATALOG)
 
     async def _history(
         self, conn: asyncpg.Connection, asked: list[str]
@@ -86,28 +110,3 @@ def _valid_at(
     return versions[index - 1][1] if index else None
 
 
-def _price(record: ModelRecord, event: UsageRecorded) -> tuple[Decimal | None, str]:
-    try:
-        usage = Usage(
-            prompt_tokens=event.prompt_tokens,
-            completion_tokens=event.completion_tokens,
-            cache_read_input_tokens=event.cache_read_input_tokens,
-            cache_creation_input_tokens=event.cache_creation_input_tokens,
-            reasoning_tokens=event.reasoning_tokens,
-            audio_input_tokens=event.audio_input_tokens,
-            audio_output_tokens=event.audio_output_tokens,
-            images=event.images,
-            input_seconds=event.input_seconds,
-            output_seconds=event.output_seconds,
-            characters=event.characters,
-        )
-    except ValidationError:
-        return None, UNPRICED  # inconsistent counts: record the usage, do not guess a cost
-    breakdown = price(
-        record, usage, at=event.occurred_at, service_tier=event.service_tier,
-        data_residency=event.data_residency, vertex_location=event.vertex_location,
-        inference_geo=event.inference_geo,
-    )  # fmt: skip
-    if breakdown.unpriced:
-        return None, UNPRICED
-    return breakdown.total, CATALOG
