@@ -22,11 +22,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import sys
 import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
+
+# The repository first: bench/readmodels.py would otherwise stand in for the readmodels package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 from scratch_db import migrated_database
