@@ -43,6 +43,14 @@ def estimate_cost(model: Model, max_tokens: int, prompt_tokens: int = 0) -> Deci
     return per_prompt * max(prompt_tokens, 0) + per_completion * max(max_tokens, 0) + per_request
 
 
+def estimate_request(model: Model, max_tokens: int, body: Mapping[str, Any]) -> Decimal | None:
+    """``estimate_cost`` of a request body's ``max_tokens`` and prompt bound; the bound (a
+    ``json.dumps`` of the messages) only when the model has token rates to apply it to."""
+    if _rates(model) is None:
+        return None
+    return estimate_cost(model, max_tokens, prompt_token_bound(body))
+
+
 _RATES: dict[tuple[str, object], tuple[Decimal, Decimal, Decimal] | None] = {}
 
 
