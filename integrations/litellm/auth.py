@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 from functools import partial
+from types import ModuleType
 from typing import Any
 
 from fastapi import Request
@@ -84,10 +85,18 @@ def _requested_model(request: Request, body: Mapping[str, Any]) -> str:
     return str(model) if model else ""
 
 
-def _master_key() -> str | None:
-    from litellm.proxy import proxy_server
+_proxy_server: ModuleType | None = None
 
-    key = getattr(proxy_server, "master_key", None)
+
+def _master_key() -> str | None:
+    # Imported on first use (the proxy's module is heavy) and kept: ``from package import
+    # module`` runs importlib's Python fromlist handling on every request otherwise (~1 us).
+    global _proxy_server
+    if _proxy_server is None:
+        from litellm.proxy import proxy_server
+
+        _proxy_server = proxy_server
+    key = getattr(_proxy_server, "master_key", None)
     return key if isinstance(key, str) and key else None
 
 
