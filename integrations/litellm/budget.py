@@ -27,7 +27,11 @@ def prompt_token_bound(body: Mapping[str, Any]) -> int:
     prompt = body.get("messages", body.get("input", body.get("prompt")))
     if prompt is None:
         return 0
-    return len(json.dumps(prompt, ensure_ascii=False, default=str).encode())
+    return len(_PROMPT_JSON.encode(prompt).encode())
+
+
+# json.dumps with options builds an encoder per call: a third of its time for a short prompt.
+_PROMPT_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
 def estimate_cost(model: Model, max_tokens: int, prompt_tokens: int = 0) -> Decimal | None:
