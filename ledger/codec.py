@@ -10,20 +10,36 @@ import json
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import to_json
 
-from ledger.events import EVENT_ADAPTER, ApiKeyUpdated, Event, EventBase
+from ledger.events import EVENT_ADAPTER, ApiKeyUpdated, Event, EventBase, UsageRecorded
 from ledger.exceptions import EventDecodeError
 
 _ALWAYS_WRITTEN = frozenset({"type", "schema_version"})
 
 
+def dump_usage(event: EventBase) -> bytes:
+    """The JSON of a ``UsageRecorded``, written from its fields' values by type.
+
+    Every field of UsageRecorded is written as its type is by default (no serializer of its
+    own, no alias, no exclusion), so these are the model serializer's bytes, in about two
+    thirds of its time: one is written per LLM call by every gateway.
+    tests/ledger/test_codec.py holds the two equal over generated events; a field given a
+    serializer of its own must leave this path.
+    """
+    return to_json(event.__dict__)
+
+
 def dump_event(event: EventBase) -> bytes:
     """Compact UTF-8 JSON of ``event``; an ApiKeyUpdated keeps only the fields it sets."""
-    if type(event) is ApiKeyUpdated:
+    cls = type(event)
+    if cls is UsageRecorded:
+        return dump_usage(event)
+    if cls is ApiKeyUpdated:
         # The fields it sets, and always the envelope's type and schema_version.
         written = event.model_fields_set | _ALWAYS_WRITTEN
         return event.model_dump_json(include=written).encode()
-    # The bound serializer skips model_dump_json's argument handling; this is the hot path.
+    # The bound serializer skips model_dump_json's argument handling.
     return event.__pydantic_serializer__.to_json(event)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+from uuid import UUID
 
 from pydantic import (
     BaseModel,
@@ -76,7 +77,19 @@ class _KeyScoped(EventBase):
     api_key_id: Uuid
 
     def partition_key(self) -> str:
-        return str(self.api_key_id)
+        key = self.api_key_id
+        text = _KEY_TEXT.get(key)
+        if text is None:
+            if len(_KEY_TEXT) >= _KEY_TEXT_MAX:
+                _KEY_TEXT.clear()
+            text = _KEY_TEXT[key] = str(key)
+        return text
+
+
+# A key's id as text, per id: producers key one message per call by it, a gateway has few
+# keys and many calls, and str(UUID) (Python code) costs several times this lookup.
+_KEY_TEXT: dict[UUID, str] = {}
+_KEY_TEXT_MAX = 100_000
 
 
 class UsageRecorded(_KeyScoped):

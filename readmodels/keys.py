@@ -9,7 +9,7 @@ key per TTL, and a notification naming the hash (key created) evicts the negativ
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -203,7 +203,9 @@ class KeyReader:
     # -- authorization -------------------------------------------------------------------------
 
     async def authorize(self, plaintext_key: str, model: str,
-                        estimate_usd: Decimal | None = None) -> Decision:
+                        estimate_usd: Decimal | None = None, *,
+                        estimate: Callable[[], Awaitable[Decimal | None]] | None = None,
+                        ) -> Decision:
         """May ``plaintext_key`` call ``model`` now? Checks run in the order of :class:`Reason`.
 
         Budgets: every ceiling of the key (its budget, its owner's, ``max_budget_usd`` for
@@ -212,12 +214,17 @@ class KeyReader:
         (``hold_id``; refused with ``over_budget`` when it does not fit): put the hold id on
         the UsageRecorded, or ``release`` it if the call produced no usage. Without it,
         spent + open holds is compared with each limit: best effort (docs/budgets.md).
+        ``estimate`` instead of ``estimate_usd``: a coroutine function giving it, awaited only
+        when a ceiling applies to the key (nothing is held otherwise), for a gateway whose
+        estimate costs time of its own; its database errors answer ``unavailable`` as below.
 
         Expiry is compared with the clock at every call, never cached as a boolean. When a
         check needs PostgreSQL and it cannot answer (unreachable, or past DB_ACQUIRE_TIMEOUT +
         DB_COMMAND_TIMEOUT), the answer is ``Reason.UNAVAILABLE``, allowed or not by
         AUTHORIZE_ON_DB_ERROR, with the key when it came from the cache. Never raises for that.
         """
+        if estimate is not None and estimate_usd is not None:
+            raise InvalidArgumentError("give estimate_usd or estimate, not both")
         key: ApiKey | None = None
         try:  # one frame, no helper coroutine: this is the cached hot path
             if plaintext_key:
@@ -235,6 +242,8 @@ class KeyReader:
             ceilings = await self._budgets.plan(key)
             if not ceilings:
                 return Decision(True, Reason.OK, key)
+            if estimate is not None:
+                estimate_usd = await estimate()
             if estimate_usd is None:
                 return await self._check_spent(key, ceilings)
             if not (isinstance(estimate_usd, Decimal) and estimate_usd.is_finite()

@@ -29,12 +29,14 @@ import secrets
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
+from functools import partial
+from types import ModuleType
 from typing import Any
 
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
 
-from integrations.litellm.budget import estimate_cost, prompt_token_bound
+from integrations.litellm.budget import estimate_request
 from integrations.litellm.mapping import HOLD_FIELD, KEY_ID_FIELD
 from integrations.litellm.metrics import AUTH_DECISIONS
 from ledger.keys import hash_key
@@ -83,10 +85,18 @@ def _requested_model(request: Request, body: Mapping[str, Any]) -> str:
     return str(model) if model else ""
 
 
-def _master_key() -> str | None:
-    from litellm.proxy import proxy_server
+_proxy_server: ModuleType | None = None
 
-    key = getattr(proxy_server, "master_key", None)
+
+def _master_key() -> str | None:
+    # Imported on first use (the proxy's module is heavy) and kept: ``from package import
+    # module`` runs importlib's Python fromlist handling on every request otherwise (~1 us).
+    global _proxy_server
+    if _proxy_server is None:
+        from litellm.proxy import proxy_server
+
+        _proxy_server = proxy_server
+    key = getattr(_proxy_server, "master_key", None)
     return key if isinstance(key, str) and key else None
 
 
@@ -127,8 +137,11 @@ class LedgerAuth:
         body = await _request_body(request)
         model = _requested_model(request, body)
         models = self._readmodels if self._readmodels is not None else await self.readmodels()
-        estimate = await self._estimate(models, model, body) if self._reserve else None
-        decision = await models.keys.authorize(api_key or "", model, estimate_usd=estimate)
+        # The estimate only serves to hold on a budget ceiling: authorize computes it only
+        # when one applies to the key, so a key without budgets pays no model lookup and no
+        # prompt bound.
+        estimate = partial(self._estimate, models, model, body) if self._reserve else None
+        decision = await models.keys.authorize(api_key or "", model, estimate=estimate)
         _DECISIONS[decision.reason].inc()
         if not decision.allowed:
             raise refusal(decision)
@@ -144,7 +157,7 @@ class LedgerAuth:
         catalog_model = await models.models.get_by_name(model)
         if catalog_model is None:
             return None
-        return estimate_cost(catalog_model, max_tokens, prompt_token_bound(body))
+        return estimate_request(catalog_model, max_tokens, body)
 
     def _granted(self, decision: Decision, api_key: str) -> UserAPIKeyAuth:
         key = decision.key

@@ -21,8 +21,8 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
-from ledger.codec import dump_event
-from ledger.events import EVENT_CLASSES, ApiKeyUpdated, EventBase
+from ledger.codec import dump_event, dump_usage
+from ledger.events import EVENT_CLASSES, ApiKeyUpdated, EventBase, UsageRecorded
 from ledger.exceptions import LogRewoundError
 from ledger.producer.spool import SpoolRecord
 from ledger.routing import HEADERS_BY_CLASS, Topics
@@ -76,8 +76,9 @@ def route_table(topics: Topics) -> dict[type[EventBase], Route]:
     """Per event class: topic, headers and serializer, so emit does no per-call lookups."""
     table: dict[type[EventBase], Route] = {}
     for cls in EVENT_CLASSES:
-        # dump_event's fields-set path only where needed; the bound serializer elsewhere.
-        dumper: Dumper = dump_event if cls is ApiKeyUpdated else cls.__pydantic_serializer__.to_json
+        # dump_event's special paths where they apply; the bound serializer elsewhere.
+        dumper: Dumper = (dump_usage if cls is UsageRecorded else dump_event
+                          if cls is ApiKeyUpdated else cls.__pydantic_serializer__.to_json)
         # One headers list per class, shared by its records: nothing downstream mutates it.
         table[cls] = (getattr(topics, cls.topic_family), list(HEADERS_BY_CLASS[cls]), dumper)
     return table

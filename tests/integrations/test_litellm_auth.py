@@ -124,6 +124,36 @@ async def test_the_hook_holds_the_estimate_on_the_budget_and_the_event_carries_t
     assert (event.api_key_id, event.hold_id) == (key_id, hold)
 
 
+async def test_no_estimate_is_made_for_a_key_without_a_ceiling(
+    pg_dsn: str, writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The estimate only serves to hold on a budget: a key with no budget, no owner's and no
+    max_budget_usd pays neither the model lookup nor the prompt bound."""
+    import integrations.litellm.auth as auth_module
+
+    bounded: list[int] = []
+
+    def estimate_request(model: Model, max_tokens: int, body: Any) -> Decimal | None:
+        bounded.append(max_tokens)
+        return Decimal("0.01")
+
+    monkeypatch.setattr(auth_module, "estimate_request", estimate_request)
+    free, _, _ = await writer.add_key()
+    capped, capped_id, _ = await writer.add_key()
+    await writer.add_model("gpt-4o", "openai")
+    await set_budget(writer, f"key:{capped_id}", "1")
+    hook = LedgerAuth(make_settings(pg_dsn))
+    body = {"model": "gpt-4o", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        granted = await hook(_request(body), free)
+        assert bounded == [] and HOLD_FIELD not in granted.metadata
+        assert (await hook.readmodels()).models.queries == 0  # nor the catalog asked
+        held = await hook(_request(body), capped)
+    finally:
+        await hook.close()
+    assert bounded == [100] and held.metadata[HOLD_FIELD]
+
+
 def test_the_prompt_bound_is_never_below_litellms_token_count() -> None:
     """The hold must cover the prompt: its bound (bytes of the JSON) is at least the tokens
     LiteLLM counts for the same messages, in English, accented and CJK text."""

@@ -115,7 +115,7 @@ async def test_the_key_id_comes_from_the_request(capture: Capture) -> None:
 
 @pytest.mark.parametrize("name", ["litellm-call:4624d271-9ab9-414e-aa87-c8aa149593f2", "", "é"])
 def test_derived_ids_are_uuid5(name: str) -> None:
-    assert derived_id(name) == str(uuid.uuid5(NAMESPACE, name))
+    assert derived_id(name) == uuid.uuid5(NAMESPACE, name)
 
 
 async def test_a_failing_callback_never_fails_the_request(

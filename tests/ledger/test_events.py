@@ -16,6 +16,7 @@ from ledger.events import (
     CURRENT_VERSIONS,
     EVENT_TYPES,
     ApiKeyCreated,
+    ApiKeyRevoked,
     ApiKeyUpdated,
     ModelAliasSet,
     ModelUpserted,
@@ -116,6 +117,21 @@ def test_frozen_and_round_trip() -> None:
     assert b" " not in data.replace(b'"gateway"', b"")  # compact
     assert json.loads(data)["cost_usd"] == "0.10"  # money as a string, never a float
     assert parse_event(data) == event
+
+
+def test_the_key_partition_key_is_the_key_id_as_text_past_its_cache_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ledger import events
+
+    monkeypatch.setattr(events, "_KEY_TEXT", {})
+    monkeypatch.setattr(events, "_KEY_TEXT_MAX", 3)
+    ids = [uuid4() for _ in range(7)]
+    for key_id in ids + ids[::-1] + [str(i).upper() for i in ids]:
+        revoked = ApiKeyRevoked(event_id=uuid4(), occurred_at=NOW, source="s",
+                                api_key_id=key_id)
+        assert revoked.partition_key() == str(UUID(str(key_id)))
+    assert len(events._KEY_TEXT) <= 3
 
 
 def test_routing_keys_and_headers() -> None:

@@ -4,6 +4,7 @@ from leases without a round trip per request, released, given back on close."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -129,6 +130,36 @@ async def test_a_bad_estimate_is_refused_naming_it(rm: ReadModels, writer: Write
     for bad in (Decimal("-1"), Decimal("NaN"), 0.5):
         with pytest.raises(InvalidArgumentError, match="estimate_usd"):
             await rm.keys.authorize(plaintext, "gpt-4o", estimate_usd=bad)  # type: ignore[arg-type]
+
+
+async def test_a_lazy_estimate_is_computed_only_when_a_ceiling_applies(
+    rm: ReadModels, writer: Writer,
+) -> None:
+    free, _, _ = await writer.add_key()
+    capped, capped_id, _ = await writer.add_key()
+    await set_budget(writer, f"key:{capped_id}", "1.00")
+    await writer.settled(rm)
+    asked: list[str] = []
+
+    def estimate_for(name: str, amount: str | None) -> Callable[[], Awaitable[Decimal | None]]:
+        async def estimate() -> Decimal | None:
+            asked.append(name)
+            return None if amount is None else Decimal(amount)
+        return estimate
+
+    unlimited = await rm.keys.authorize(free, "gpt-4o", estimate=estimate_for("free", "0.5"))
+    assert unlimited.allowed and unlimited.hold_id is None and asked == []
+    held = await rm.keys.authorize(capped, "gpt-4o", estimate=estimate_for("capped", "0.75"))
+    assert held.allowed and held.hold_id is not None and asked == ["capped"]
+    # The second estimate does not fit next to the first hold: refused as estimate_usd is.
+    refused = await rm.keys.authorize(capped, "gpt-4o", estimate=estimate_for("capped", "0.5"))
+    assert refused.reason is Reason.OVER_BUDGET
+    # No estimate at all: checked against spent + open holds, nothing held.
+    unheld = await rm.keys.authorize(capped, "gpt-4o", estimate=estimate_for("capped", None))
+    assert unheld.allowed and unheld.hold_id is None and len(asked) == 3
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        await rm.keys.authorize(capped, "gpt-4o", estimate_usd=Decimal("0.1"),
+                                estimate=estimate_for("capped", "0.1"))
 
 
 async def test_concurrent_requests_in_one_process_never_pass_the_cap(
