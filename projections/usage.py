@@ -22,6 +22,7 @@ from uuid import UUID
 
 import asyncpg
 
+from ledger.codec import dump_usage
 from ledger.events import UsageRecorded
 from ledger.invalidation import Invalidation, merge
 from ledger.settings import Settings
@@ -323,7 +324,7 @@ def fingerprint(event: UsageRecorded) -> bytes:
     took ~3x as long, and this runs once per event (``fingerprint_by_definition`` is the
     slow, defining form; a test holds them equal).
     """
-    body = event.__pydantic_serializer__.to_json(event)
+    body = dump_usage(event)  # the wire encoding (ledger.codec), the model serializer's bytes
     body = body[:body.rindex(_HOLD_ID)] + b"}"  # drop hold_id, the last field
     if (event.service_tier is None and event.data_residency is None
             and event.vertex_location is None and event.inference_geo is None):
