@@ -15,12 +15,20 @@ response, so the callback stays a thin shell and every rule here is tested on it
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.fields import SERVICE_TIERS
+from ledger.fields import (
+    EARLIEST_YEAR,
+    LATEST_YEAR,
+    MAX_COUNT,
+    MAX_TEXT_LENGTH,
+    SERVICE_TIERS,
+)
+from ledger.wiretext import PLAIN_TEXT_REFUSES
 
 # Fixed forever: changing it would give a re-sent old call another event_id.
 NAMESPACE = uuid.UUID("0b6f8a56-0d2c-5d7e-9a51-6c1d2f0e4b17")
@@ -31,6 +39,10 @@ KEY_ID_FIELD = "ledger_api_key_id"
 HOLD_FIELD = "ledger_hold_id"  # set by the auth hook when it held an estimate
 
 _EMPTY: Mapping[str, Any] = {}
+# Refused in every text field of the wire (ledger.wiretext): dropped, not sent to be refused.
+_REFUSED_CHARACTERS = re.compile(f"[{PLAIN_TEXT_REFUSES}\ud800-\udfff]")
+_EARLIEST_TIMESTAMP = datetime(EARLIEST_YEAR, 1, 1, tzinfo=UTC).timestamp()
+_LATEST_TIMESTAMP = datetime(LATEST_YEAR + 1, 1, 1, tzinfo=UTC).timestamp()
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -44,19 +56,34 @@ def _mapping(value: object) -> Mapping[str, Any]:
 
 
 def _count(value: object) -> int:
-    # LiteLLM reports absent counters as None (and, from some providers, as floats).
+    # LiteLLM reports absent counters as None (and, from some providers, as floats). What the
+    # wire cannot carry (NaN, negatives) reads as 0 and anything above MAX_COUNT as MAX_COUNT
+    # (flagged in the metadata by usage_fields): refused, the call would go unrecorded.
     if type(value) is int:
-        return value if value > 0 else 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return value if 0 < value <= MAX_COUNT else (0 if value <= 0 else MAX_COUNT)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         return 0
-    return int(value)
+    return MAX_COUNT if value >= MAX_COUNT else int(value)
 
 
-def _text(value: object, limit: int = 512) -> str | None:
+def _text(value: object, limit: int = MAX_TEXT_LENGTH) -> str | None:
+    """``value`` as text the wire takes: characters it refuses (controls, lone surrogates)
+    dropped, cut to ``limit``; None when nothing is left."""
     if value is None:
         return None
-    text = str(value).strip()
+    text = str(value)
+    if not text.isprintable():  # a C-speed test first: the usual text has nothing to drop
+        text = _REFUSED_CHARACTERS.sub("", text)
+    text = text.strip()
     return text[:limit] if text else None
+
+
+def _moment(ended: object) -> datetime:
+    """When the call ended, if LiteLLM's timestamp is one the wire takes; else now."""
+    if (type(ended) is float or isinstance(ended, int | float)) and (
+            _EARLIEST_TIMESTAMP <= ended < _LATEST_TIMESTAMP):
+        return datetime.fromtimestamp(float(ended), UTC)
+    return datetime.now(UTC)
 
 
 def _usage(slo: Mapping[str, Any], slo_meta: Mapping[str, Any], hidden: Mapping[str, Any],
@@ -178,7 +205,7 @@ def _service_tier(kwargs: Mapping[str, Any], slo: Mapping[str, Any]) -> str | No
     breakdown = _mapping(slo.get("cost_breakdown"))
     tier = (breakdown.get("service_tier") or _mapping(slo.get("model_parameters")).get(
         "service_tier") or kwargs.get("service_tier"))
-    return str(tier) if tier else None
+    return _text(tier) if tier else None
 
 
 def usage_fields(kwargs: Mapping[str, Any], response: object) -> dict[str, Any]:
@@ -209,7 +236,7 @@ def usage_fields(kwargs: Mapping[str, Any], response: object) -> dict[str, Any]:
     metadata = {"litellm_key_source": key_source}
     call_type = slo.get("call_type") or kwargs.get("call_type")
     if call_type:
-        metadata["litellm_call_type"] = str(call_type)
+        metadata["litellm_call_type"] = _text(call_type) or "unknown"
     if type(cost) is float or isinstance(cost, int | float):
         # repr: the float exactly as LiteLLM computed it, for the comparison with ours.
         metadata["litellm_response_cost"] = repr(float(cost))
@@ -221,7 +248,7 @@ def usage_fields(kwargs: Mapping[str, Any], response: object) -> dict[str, Any]:
     if alias:
         metadata["litellm_key_alias"] = alias
     if tier and tier not in SERVICE_TIERS:
-        metadata["litellm_service_tier"] = tier[:512]
+        metadata["litellm_service_tier"] = tier
     error_code = None
     if failed:
         error = _mapping(slo.get("error_information"))
@@ -231,6 +258,9 @@ def usage_fields(kwargs: Mapping[str, Any], response: object) -> dict[str, Any]:
             metadata["litellm_error_class"] = error_class
     usage = _usage(slo, slo_meta, hidden, response)
     fields = token_counts(usage, slo)
+    out_of_range = [name for name, count in fields.items() if count == MAX_COUNT]
+    if out_of_range:  # LiteLLM reported more than one event may carry: kept at the maximum
+        metadata["litellm_counts_at_maximum"] = ",".join(out_of_range)
     # Cache writes kept for an hour cost more; usage.recorded has no field for them yet, so
     # they are priced at the 5-minute rate and their count is kept here to be seen.
     writes = _mapping(_mapping(usage.get("prompt_tokens_details")).get(
@@ -250,11 +280,9 @@ def usage_fields(kwargs: Mapping[str, Any], response: object) -> dict[str, Any]:
         status="error" if failed else "success",
         error_code=error_code,
         service_tier=tier if tier in SERVICE_TIERS else None,
-        latency_ms=(round(float(response_time) * 1000)
-                    if response_time is not None and response_time >= 0 else None),
-        occurred_at=(datetime.fromtimestamp(float(ended), UTC)
-                     if type(ended) is float or isinstance(ended, int | float)
-                     else datetime.now(UTC)),
+        latency_ms=(min(round(float(response_time) * 1000), MAX_COUNT)
+                    if response_time is not None and 0 <= response_time < MAX_COUNT else None),
+        occurred_at=_moment(ended),
         metadata=metadata,
         # The budget hold the auth hook took for this call: projecting the event settles it.
         hold_id=_text(auth.get(HOLD_FIELD)),

@@ -15,7 +15,7 @@ import pytest
 from integrations.litellm import ANONYMOUS_KEY_ID, KEY_ID_FIELD, LedgerCallback, usage_fields
 from integrations.litellm.mapping import NAMESPACE, derived_id
 from integrations.litellm.metrics import CALLBACK_ERRORS
-from ledger.codec import dump_event
+from ledger.codec import dump_event, parse_event
 from ledger.producer import LedgerProducer
 from ledger.producer.spool import Spool
 from ledger.settings import Settings
@@ -212,3 +212,33 @@ def test_one_hour_cache_writes_are_kept_in_the_metadata() -> None:
         "metadata": {"usage_object": usage}}}, None)
     assert fields["cache_creation_input_tokens"] == 2000
     assert fields["metadata"]["litellm_cache_creation_1h_tokens"] == "1500"
+
+
+@pytest.mark.parametrize("odd", [
+    pytest.param({"call_type": "x" * 5000}, id="long-call-type"),
+    pytest.param({"model": "gpt-4o\n\x00\x07mini", "custom_llm_provider": "open\tai"},
+                 id="control-characters"),
+    pytest.param({"model": "gpt-\ud800x"}, id="lone-surrogate"),
+    pytest.param({"usage": {"prompt_tokens": 1e12, "completion_tokens": float("nan")}},
+                 id="huge-and-nan-counts"),
+    pytest.param({"usage": {"prompt_tokens": float("inf"), "completion_tokens": 10**15}},
+                 id="infinite-and-huge-int-counts"),
+    pytest.param({"response_time": float("nan")}, id="nan-response-time"),
+    pytest.param({"cost_breakdown": {"service_tier": "flex\x1b[0m" + "y" * 600}},
+                 id="odd-service-tier"),
+    pytest.param({"response_time": 1e300}, id="endless-response-time"),
+    pytest.param({"endTime": float("inf")}, id="infinite-end-time"),
+    pytest.param({"endTime": 1e11}, id="end-time-in-year-5138"),
+    pytest.param({"status": "failure", "error_information": {
+        "error_class": "E" * 900, "error_code": "\x01"}}, id="odd-error"),
+])
+def test_whatever_litellm_reports_the_call_is_recorded(odd: dict[str, object]) -> None:
+    """A value the wire refuses must not cost the call its record: the callback would log
+    a build error and the call would go uncounted (and unbilled)."""
+    usage = odd.pop("usage", {"prompt_tokens": 12, "completion_tokens": 3})
+    slo = {"litellm_call_id": "call-odd", "status": "success", "model": "gpt-4o",
+           "metadata": {"usage_object": usage}, **odd}
+    event = LedgerCallback(producer=None).build_event(  # type: ignore[arg-type]
+        {"litellm_call_id": "call-odd", "standard_logging_object": slo}, None)
+    assert event.request_id == "call-odd"
+    assert parse_event(dump_event(event)) == event  # what the projector will accept
