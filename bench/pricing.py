@@ -30,37 +30,20 @@ from pathlib import Path
 # The repository root before bench/, whose readmodels.py would shadow the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pydantic import ValidationError
 
 from ledger.catalog import ModelRecord, load_snapshot
 from ledger.events import UsageRecorded
 from ledger.fields import DATA_RESIDENCIES, SERVICE_TIERS
-from ledger.pricing import Usage, price
 from ops.demo.traffic import TrafficGenerator
-from projections.pricer import CATALOG, UNPRICED, CatalogPricer
+from projections.pricer import CatalogPricer
+from tests.ledger.pricing_cases import reference_cost
 
 Priced = tuple[Decimal | None, str]
 
 
 def by_price(record: ModelRecord, event: UsageRecorded) -> Priced:
-    try:
-        usage = Usage(
-            prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
-            cache_read_input_tokens=event.cache_read_input_tokens,
-            cache_creation_input_tokens=event.cache_creation_input_tokens,
-            reasoning_tokens=event.reasoning_tokens, audio_input_tokens=event.audio_input_tokens,
-            audio_output_tokens=event.audio_output_tokens, images=event.images,
-            input_seconds=event.input_seconds, output_seconds=event.output_seconds,
-            characters=event.characters,
-        )
-    except ValidationError:
-        return None, UNPRICED
-    breakdown = price(
-        record, usage, at=event.occurred_at, service_tier=event.service_tier,
-        data_residency=event.data_residency, vertex_location=event.vertex_location,
-        inference_geo=event.inference_geo,
-    )
-    return (None, UNPRICED) if breakdown.unpriced else (breakdown.total, CATALOG)
+    """The way before plans: a Usage, then price() (the test of the pricer's reference)."""
+    return reference_cost(record, event)
 
 
 def workloads(count: int) -> tuple[dict[str, ModelRecord], dict[str, list[UsageRecorded]]]:

@@ -22,9 +22,14 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from pydantic import ValidationError
+
 from ledger.catalog import ModelRecord, load_snapshot
+from ledger.events import UsageRecorded
 from ledger.fields import SERVICE_TIERS
+from ledger.pricing import Usage, price
 from ledger.pricing_rates import prompt_boundaries
+from projections.pricer import CATALOG, UNPRICED
 
 TIERS: tuple[str | None, ...] = (None, *SERVICE_TIERS)
 RESIDENCIES = (None, "us", "eu", "fedramp")
@@ -148,3 +153,26 @@ def cases(seed: int = 15, *, huge: int = 10**40) -> Iterator[Case]:
                     yield case(rng.choice(TIERS), rng.choice(moments), rng.choice(regions), prompt)
         for region in _regions(model):
             yield case(rng.choice(TIERS), rng.choice(moments), region, rng.choice(sizes))
+
+
+# The event's count fields in Usage's order; None where the event has none (1h cache writes).
+COUNT_FIELDS = (
+    "prompt_tokens", "completion_tokens", "cache_read_input_tokens",
+    "cache_creation_input_tokens", None, "reasoning_tokens", "audio_input_tokens",
+    "audio_output_tokens", "images", "input_seconds", "output_seconds", "characters",
+)  # fmt: skip
+
+
+def reference_cost(record: ModelRecord, event: UsageRecorded) -> tuple[Decimal | None, str]:
+    """How the projector priced an event before plans were cached: a Usage, then price()
+    (the defining function). The test of the pricer and bench/pricing.py compare with it."""
+    try:
+        usage = Usage(**{name: getattr(event, name) for name in COUNT_FIELDS if name})
+    except ValidationError:
+        return None, UNPRICED
+    breakdown = price(
+        record, usage, at=event.occurred_at, service_tier=event.service_tier,
+        data_residency=event.data_residency, vertex_location=event.vertex_location,
+        inference_geo=event.inference_geo,
+    )  # fmt: skip
+    return (None, UNPRICED) if breakdown.unpriced else (breakdown.total, CATALOG)

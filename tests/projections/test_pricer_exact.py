@@ -13,35 +13,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
-
 from ledger.catalog import ModelRecord
 from ledger.events import UsageRecorded
-from ledger.pricing import Usage, price
 from projections.pricer import CATALOG, UNPRICED, CatalogPricer
-from tests.ledger.pricing_cases import cases
+from tests.ledger.pricing_cases import COUNT_FIELDS, cases, reference_cost
 
 _NOON = datetime(2026, 3, 4, 12, tzinfo=UTC)
-# The event's count fields in Usage's order; None where the event has none (1h cache writes).
-_COUNT_FIELDS = (
-    "prompt_tokens", "completion_tokens", "cache_read_input_tokens",
-    "cache_creation_input_tokens", None, "reasoning_tokens", "audio_input_tokens",
-    "audio_output_tokens", "images", "input_seconds", "output_seconds", "characters",
-)  # fmt: skip
-
-
-def _reference(record: ModelRecord, event: UsageRecorded) -> tuple[Decimal | None, str]:
-    """How the projector priced an event before plans were cached: a Usage, then price()."""
-    try:
-        usage = Usage(**{name: getattr(event, name) for name in _COUNT_FIELDS if name})
-    except ValidationError:
-        return None, UNPRICED
-    breakdown = price(
-        record, usage, at=event.occurred_at, service_tier=event.service_tier,
-        data_residency=event.data_residency, vertex_location=event.vertex_location,
-        inference_geo=event.inference_geo,
-    )  # fmt: skip
-    return (None, UNPRICED) if breakdown.unpriced else (breakdown.total, CATALOG)
 
 
 def _outcome(
@@ -64,7 +41,7 @@ def test_projector_prices_every_model_as_price_does() -> None:
     # Every fifth case (test_pricing_plan.py prices all of them): ~12,000 events.
     for case in itertools.islice(cases(seed=16, huge=10**9), 0, None, 5):
         counts: dict[str, Any] = {
-            name: value for name, value in zip(_COUNT_FIELDS, case.counts, strict=True) if name
+            name: value for name, value in zip(COUNT_FIELDS, case.counts, strict=True) if name
         }
         if rng.random() < 0.05:  # a gateway's inconsistent counts
             counts["reasoning_tokens"] = counts["completion_tokens"] + 1
@@ -74,7 +51,7 @@ def test_projector_prices_every_model_as_price_does() -> None:
             request_id="r", api_key_id=uuid.uuid4(), model=case.model.name, status="success",
             cost_usd=None, **counts, **conditions,
         )  # fmt: skip
-        expected = _outcome(_reference, case.model, event)
+        expected = _outcome(reference_cost, case.model, event)
         got = _outcome(pricer._price, case.model, event)
         checked += 1
         sources.add(expected[0])
