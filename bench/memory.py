@@ -87,13 +87,18 @@ def total_for(n: int) -> int:
     return n + n // 100
 
 
-async def produce(n: int) -> None:
-    """The producer process: emit as fast as the broker takes them, then report the rate."""
+async def produce(n: int, rate: int | None = None) -> None:
+    """The producer process: emit as fast as the broker takes them (or at ``rate`` events/s),
+    then report the rate."""
     started = time.perf_counter()
     async with LedgerProducer.from_settings(Settings()) as producer:
         for i, event in enumerate(events(n)):
             await producer.emit(event)
-            if i % 10_000 == 0:
+            if rate is not None and i % 100 == 0:
+                ahead = started + i / rate - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            elif i % 10_000 == 0:
                 await asyncio.sleep(0)  # let the sender drain its acknowledgements
         await producer.flush()
     print(json.dumps({"produced": total_for(n),
@@ -157,13 +162,16 @@ def _rss(pid: int | None) -> int | None:
         return None
 
 
-async def measure(n: int, every: int, trace: bool, all_samples: bool) -> dict[str, Any]:
+async def measure(n: int, every: int, trace: bool, all_samples: bool,
+                  rate: int | None = None) -> dict[str, Any]:
     async with stack() as s, scratch_db(s.dsn) as dsn:
         settings = settings_for(s, dsn)
         await ensure_topics(s.bootstrap, topic_specs(settings))
         env = {**os.environ, **settings.environment(), "LEDGER_HOME": str(Path(s.root) / "home")}
         me = [sys.executable, __file__]
-        producer = subprocess.Popen([*me, "--produce", str(n)], env=env, stdout=subprocess.PIPE,
+        paced = ["--rate", str(rate)] if rate is not None else []
+        producer = subprocess.Popen([*me, "--produce", str(n), *paced], env=env,
+                                    stdout=subprocess.PIPE,
                                     stdin=subprocess.DEVNULL)
         reports = Path(s.root) / "worker-memory.jsonl"
         worker = subprocess.Popen([*me, "--inspected-worker", str(reports),
@@ -204,7 +212,7 @@ async def measure(n: int, every: int, trace: bool, all_samples: bool) -> dict[st
         for tenth, seen in zip(tenths, inside, strict=False):
             tenth["worker"] = seen
         rss = [r for _, r in samples]
-        return {"events": total, "every": every, "traced": trace,
+        return {"events": total, "every": every, "traced": trace, "offered_per_s": rate,
                 "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
                 "events_per_s": round((done - first) / elapsed),
                 "producer": json.loads(produced or b"null"),
@@ -221,16 +229,20 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true", help="the worker under tracemalloc")
     parser.add_argument("--samples", action="store_true",
                         help="print every (events, worker RSS MiB) sample too")
+    parser.add_argument("--rate", type=int, default=None,
+                        help="events/s the producer offers (default: as fast as it can); below "
+                             "the worker's rate, the worker's own memory is measured rather "
+                             "than the backlog the broker hands it")
     parser.add_argument("--produce", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--inspected-worker", metavar="REPORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inspected_worker is not None:
         inspected_worker(args.inspected_worker, args.trace)
     elif args.produce is not None:
-        asyncio.run(produce(args.produce))
+        asyncio.run(produce(args.produce, args.rate))
     else:
         print(json.dumps(asyncio.run(measure(args.events, args.every, args.trace,
-                                                    args.samples)), indent=2))
+                                                    args.samples, args.rate)), indent=2))
 
 
 if __name__ == "__main__":
