@@ -1,8 +1,10 @@
 """Decoding: Kafka records -> envelopes and poison, with the offset range of each partition.
 
-:func:`decode_message` is the one decode -> topic-family check -> envelope path: the live
-worker (:func:`decode_batch`), a rebuild's replay and ``ledger dlq replay`` all use it, so a
-message is a dead letter (and why) the same way everywhere.
+One decode -> topic-family check (``_event_of``) behind two doors: :func:`decode_record` for
+a Kafka record (the live worker's :func:`decode_batch`, a rebuild's replay), which builds no
+``RawMessage`` unless the record becomes a dead letter, and :func:`decode_message` for a
+message already kept whole (``ledger dlq replay``). So a message is a dead letter (and why)
+the same way everywhere.
 """
 
 from __future__ import annotations
