@@ -97,7 +97,14 @@ class LogProbe:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self._bootstrap, enable_auto_commit=False,
                 request_timeout_ms=int(self._timeout_s * 1000) + 1000)
-            await asyncio.wait_for(consumer.start(), timeout=self._timeout_s)
+            try:
+                await asyncio.wait_for(consumer.start(), timeout=self._timeout_s)
+            except BaseException:
+                # A consumer that failed to start still holds a client: stop it, or every
+                # probe while the broker is away leaves one behind.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(consumer.stop(), timeout=5)
+                raise
             self._consumer = consumer
         return self._consumer
 
