@@ -20,14 +20,18 @@ from readmodels import Model
 
 
 def prompt_token_bound(body: Mapping[str, Any]) -> int:
-    """At most this many prompt tokens: the bytes of the request's messages (or embedding
-    input) as JSON. A BPE token is at least one byte and the JSON punctuation outweighs the
-    few tokens a chat template adds per message, so this over-reserves (about 4x for English
-    text) rather than letting a call cost more than its hold."""
-    prompt = body.get("messages", body.get("input", body.get("prompt")))
-    if prompt is None:
+    """At most this many prompt tokens: the bytes of the whole request body as JSON.
+
+    Every part of a request can become prompt tokens: the messages (or embedding input), and
+    also tool and function definitions, a top-level ``system``, a response format's schema.
+    So the bound covers the whole body, not the messages alone: a large tool list with a
+    short message would otherwise cost more than its hold. A BPE token is at least one byte
+    and the JSON punctuation outweighs the few tokens a chat template adds per message, so
+    this over-reserves (about 4x for English text) rather than letting a call cost more
+    than its hold."""
+    if not body:
         return 0
-    return len(_PROMPT_JSON.encode(prompt).encode())
+    return len(_PROMPT_JSON.encode(body).encode())
 
 
 # json.dumps with options builds an encoder per call: a third of its time for a short prompt.
@@ -49,7 +53,7 @@ def estimate_cost(model: Model, max_tokens: int, prompt_tokens: int = 0) -> Deci
 
 def estimate_request(model: Model, max_tokens: int, body: Mapping[str, Any]) -> Decimal | None:
     """``estimate_cost`` of a request body's ``max_tokens`` and prompt bound; the bound (a
-    ``json.dumps`` of the messages) only when the model has token rates to apply it to."""
+    ``json.dumps`` of the body) only when the model has token rates to apply it to."""
     if _rates(model) is None:
         return None
     return estimate_cost(model, max_tokens, prompt_token_bound(body))

@@ -168,6 +168,23 @@ def test_the_prompt_bound_is_never_below_litellms_token_count() -> None:
     assert prompt_token_bound({}) == 0
 
 
+def test_the_prompt_bound_covers_tools_and_every_other_part_of_the_prompt() -> None:
+    """Tool definitions are prompt tokens too (LiteLLM counts them, providers bill them): a
+    bound over the messages alone let a call with a large tool list cost more than its hold."""
+    import litellm
+
+    tools = [{"type": "function", "function": {
+        "name": f"lookup_{n}", "description": "Look up the weather in a city, with the "
+        "temperature, humidity, wind and a forecast for the next days. " * 8,
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}} for n in range(3)]
+    messages = [{"role": "user", "content": "hi"}]
+    counted = litellm.token_counter(model="gpt-4o", messages=messages, tools=tools)
+    assert counted > 500  # the tools are most of this prompt
+    body = {"model": "gpt-4o", "max_tokens": 10, "messages": messages, "tools": tools}
+    assert prompt_token_bound(body) >= counted
+
+
 async def _refused_with(hook: LedgerAuth, body: dict[str, Any], key: str) -> ProxyException:
     with pytest.raises(ProxyException) as refused:
         await hook(_request(body), key)
