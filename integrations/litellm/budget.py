@@ -52,11 +52,25 @@ def estimate_cost(model: Model, max_tokens: int, prompt_tokens: int = 0) -> Deci
 
 
 def estimate_request(model: Model, max_tokens: int, body: Mapping[str, Any]) -> Decimal | None:
-    """``estimate_cost`` of a request body's ``max_tokens`` and prompt bound; the bound (a
-    ``json.dumps`` of the body) only when the model has token rates to apply it to."""
+    """``estimate_cost`` of a request body's ``max_tokens`` (for each completion it asks
+    for) and prompt bound; the bound (a ``json.dumps`` of the body) only when the model has
+    token rates to apply it to."""
     if _rates(model) is None:
         return None
-    return estimate_cost(model, max_tokens, prompt_token_bound(body))
+    return estimate_cost(model, max_tokens * completions_per_request(body),
+                         prompt_token_bound(body))
+
+
+def completions_per_request(body: Mapping[str, Any]) -> int:
+    """How many completions of up to ``max_tokens`` each the request may generate: ``n``
+    choices, or ``best_of`` candidates (legacy completions; generated and billed, though
+    only ``n`` are returned), whichever is more; 1 when neither is a positive integer."""
+    most = 1
+    for name in ("n", "best_of"):
+        value = body.get(name)
+        if type(value) is int and value > most:
+            most = value
+    return most
 
 
 _RATES: dict[tuple[str, object], tuple[Decimal, Decimal, Decimal] | None] = {}

@@ -124,6 +124,25 @@ async def test_the_hook_holds_the_estimate_on_the_budget_and_the_event_carries_t
     assert (event.api_key_id, event.hold_id) == (key_id, hold)
 
 
+async def test_a_request_for_several_choices_holds_max_tokens_for_each(
+    pg_dsn: str, writer: Writer
+) -> None:
+    """``n`` choices (``best_of`` completions) may each write ``max_tokens``: the hold covers
+    all of them, or four answers of 20,000 tokens could spend 0.8 USD of a 0.5 USD budget."""
+    plaintext, key_id, _ = await writer.add_key()
+    await writer.add_model("gpt-4o", "openai", input_cost="0.00001")
+    await set_budget(writer, f"key:{key_id}", "0.5")
+    hook = LedgerAuth(make_settings(pg_dsn))
+    one = {"model": "gpt-4o", "max_tokens": 20_000}
+    try:
+        assert HOLD_FIELD in (await hook(_request({**one, "n": 1}), plaintext)).metadata
+        for several in ({"n": 4}, {"best_of": 4}):
+            refused = await _refused_with(hook, {**one, **several}, plaintext)
+            assert (refused.code, refused.openai_code) == ("403", "over_budget"), several
+    finally:
+        await hook.close()
+
+
 async def test_no_estimate_is_made_for_a_key_without_a_ceiling(
     pg_dsn: str, writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
