@@ -149,9 +149,11 @@ class LedgerAuth:
 
     async def _estimate(self, models: ReadModels, model: str,
                         body: Mapping[str, Any]) -> Decimal | None:
-        """The most this call should cost, or None when the request sets no ``max_tokens`` or
-        the catalog cannot price the model (then nothing is held)."""
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        """The most this call should cost, or None when the request sets no ``max_tokens``
+        (``max_completion_tokens``; the Responses API's ``max_output_tokens``) or the catalog
+        cannot price the model (then nothing is held)."""
+        max_tokens = (body.get("max_tokens") or body.get("max_completion_tokens")
+                      or body.get("max_output_tokens"))
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not model:
             return None
         catalog_model = await models.models.get_by_name(model)

@@ -139,6 +139,10 @@ async def test_a_request_for_several_choices_holds_max_tokens_for_each(
         for several in ({"n": 4}, {"best_of": 4}):
             refused = await _refused_with(hook, {**one, **several}, plaintext)
             assert (refused.code, refused.openai_code) == ("403", "over_budget"), several
+        # The Responses API names its bound max_output_tokens: held (and refused) the same.
+        refused = await _refused_with(hook, {"model": "gpt-4o", "max_output_tokens": 80_000},
+                                      plaintext)
+        assert (refused.code, refused.openai_code) == ("403", "over_budget")
     finally:
         await hook.close()
 
