@@ -47,6 +47,9 @@ from readmodels import ApiKey, DatabaseUnavailableError, Decision, ReadModels, R
 log = logging.getLogger(__name__)
 
 _GRANTS_MAX = 100_000
+# Where a refusal's response body names the reason: {"error": {..., "provider_specific_fields":
+# {"ledger_reason": "revoked"}}}.
+REASON_FIELD = "ledger_reason"
 # Children bound once: labels() costs more than the increment on the request path.
 _DECISIONS = {reason: AUTH_DECISIONS.labels(reason.value) for reason in Reason}
 
@@ -63,10 +66,14 @@ _MESSAGES = {
 
 
 def refusal(decision: Decision) -> ProxyException:
+    # LiteLLM's response body carries ``code`` (the HTTP status, as a string) and not
+    # ``openai_code``: the reason reaches the client in ``provider_specific_fields``, which
+    # the body does carry, so a client can tell "retry later" (unavailable) from "revoked".
     return ProxyException(
         message=f"ledger: {_MESSAGES.get(decision.reason, decision.reason.value)}",
         type="auth_error", param="api_key", code=_STATUS.get(decision.reason, 401),
-        openai_code=decision.reason.value)
+        openai_code=decision.reason.value,
+        provider_specific_fields={REASON_FIELD: decision.reason.value})
 
 
 async def _request_body(request: Request) -> Mapping[str, Any]:

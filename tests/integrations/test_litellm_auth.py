@@ -16,6 +16,7 @@ from litellm.proxy._types import ProxyException
 from integrations.litellm import (
     HOLD_FIELD,
     KEY_ID_FIELD,
+    REASON_FIELD,
     LedgerAuth,
     LedgerCallback,
     estimate_cost,
@@ -276,6 +277,7 @@ async def test_postgres_away_at_start_answers_unavailable_and_the_next_request_r
         before = _unavailable_count()
         refused = await _refused(deny, plaintext, "gpt-4o")
         assert (refused.code, refused.openai_code) == ("401", "unavailable")
+        assert refused.to_dict()["provider_specific_fields"] == {REASON_FIELD: "unavailable"}
         let_through = await allow(_request({"model": "gpt-4o"}), plaintext)
         # Unchecked: the key's hash, never the plaintext, and no ledger key id.
         assert let_through.token == key_hash and not let_through.metadata
