@@ -100,7 +100,8 @@ class Settings(BaseSettings):
     budget_hold_ttl: Duration = Field(
         default=timedelta(minutes=10), gt=timedelta(0),
         description="a budget reservation (hold) a gateway never settled or released "
-                    "gives its amount back after this")
+                    "gives its amount back when its lease expires, between this and twice "
+                    "this after it was taken")
 
     cache_api_key_size: int = Field(default=1000, ge=1)
     cache_api_key_ttl: Duration = Field(default=timedelta(minutes=5))

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from integrations.litellm.auth import LedgerAuth, ledger_auth, user_api_key_auth
+from integrations.litellm.auth import REASON_FIELD, LedgerAuth, ledger_auth, user_api_key_auth
 from integrations.litellm.budget import estimate_cost, prompt_token_bound
 from integrations.litellm.callback import LedgerCallback, ledger_callback
 from integrations.litellm.mapping import ANONYMOUS_KEY_ID, HOLD_FIELD, KEY_ID_FIELD, usage_fields
@@ -20,6 +20,7 @@ __all__ = [
     "ANONYMOUS_KEY_ID",
     "HOLD_FIELD",
     "KEY_ID_FIELD",
+    "REASON_FIELD",
     "LedgerAuth",
     "LedgerCallback",
     "estimate_cost",

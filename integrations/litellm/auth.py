@@ -14,7 +14,8 @@ projector has written the change (milliseconds; see docs/litellm.md for the meas
 
 A refusal is a ``ProxyException`` with an HTTP status (a plain exception would be a 500):
 401 for the key itself (unknown, revoked, disabled, expired, or not checkable because
-PostgreSQL is away and ``AUTHORIZE_ON_DB_ERROR=deny``), 403 for a model outside the key's
+PostgreSQL is away and ``AUTHORIZE_ON_DB_ERROR=deny``, including when the ``ReadModels``
+cannot be opened: the next request tries again), 403 for a model outside the key's
 list or a key over its budget. The proxy's master key is let through as the proxy admin,
 so LiteLLM's admin routes keep working. The plaintext key is never stored or logged: the
 ``UserAPIKeyAuth`` carries the key's hash, and the ledger's key id in its metadata for the
@@ -41,11 +42,14 @@ from integrations.litellm.mapping import HOLD_FIELD, KEY_ID_FIELD
 from integrations.litellm.metrics import AUTH_DECISIONS
 from ledger.keys import hash_key
 from ledger.settings import Settings, load_settings
-from readmodels import ApiKey, Decision, ReadModels, Reason
+from readmodels import ApiKey, DatabaseUnavailableError, Decision, ReadModels, Reason
 
 log = logging.getLogger(__name__)
 
 _GRANTS_MAX = 100_000
+# Where a refusal's response body names the reason: {"error": {..., "provider_specific_fields":
+# {"ledger_reason": "revoked"}}}.
+REASON_FIELD = "ledger_reason"
 # Children bound once: labels() costs more than the increment on the request path.
 _DECISIONS = {reason: AUTH_DECISIONS.labels(reason.value) for reason in Reason}
 
@@ -62,10 +66,14 @@ _MESSAGES = {
 
 
 def refusal(decision: Decision) -> ProxyException:
+    # LiteLLM's response body carries ``code`` (the HTTP status, as a string) and not
+    # ``openai_code``: the reason reaches the client in ``provider_specific_fields``, which
+    # the body does carry, so a client can tell "retry later" (unavailable) from "revoked".
     return ProxyException(
         message=f"ledger: {_MESSAGES.get(decision.reason, decision.reason.value)}",
         type="auth_error", param="api_key", code=_STATUS.get(decision.reason, 401),
-        openai_code=decision.reason.value)
+        openai_code=decision.reason.value,
+        provider_specific_fields={REASON_FIELD: decision.reason.value})
 
 
 async def _request_body(request: Request) -> Mapping[str, Any]:
@@ -109,21 +117,41 @@ class LedgerAuth:
         # checked against spent + open holds only.
         self._reserve = reserve
         self._readmodels: ReadModels | None = None
-        self._opening: asyncio.Lock | None = None
+        # The open in progress: concurrent first requests share its outcome (one connection
+        # attempt, not one per request queued behind the other).
+        self._opening: asyncio.Future[ReadModels] | None = None
+        self._open_failing = False  # warn once per outage, not once per request
         # key id -> (the ApiKey it was built from, the answer). Building a UserAPIKeyAuth
         # costs ~10x copying one; a changed key comes back from the cache as a new object.
         self._grants: dict[uuid.UUID, tuple[ApiKey, UserAPIKeyAuth]] = {}
 
+    def _loaded_settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
     async def readmodels(self) -> ReadModels:
+        """The process's ``ReadModels``, opened on first use. Raises what the open raises
+        (``DatabaseUnavailableError`` when PostgreSQL cannot be reached); the next call
+        tries again."""
         if self._readmodels is not None:
             return self._readmodels
-        if self._opening is None:
-            self._opening = asyncio.Lock()
-        async with self._opening:
-            if self._readmodels is None:
-                settings = self._settings if self._settings is not None else load_settings()
-                self._readmodels = await ReadModels.open(settings)
-        return self._readmodels
+        opening = self._opening
+        if opening is None:
+            opening = self._opening = asyncio.ensure_future(self._open())
+            # Retrieved here, so an open whose every waiter was cancelled logs nothing.
+            opening.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            # Shielded: a request cancelled while waiting does not cancel the others' open.
+            return await asyncio.shield(opening)
+        finally:
+            if opening.done() and self._opening is opening:
+                self._opening = None
+
+    async def _open(self) -> ReadModels:
+        models = await ReadModels.open(self._loaded_settings())
+        self._readmodels, self._open_failing = models, False
+        return models
 
     async def close(self) -> None:
         if self._readmodels is not None:
@@ -136,7 +164,14 @@ class LedgerAuth:
             return UserAPIKeyAuth(api_key=master, user_role=LitellmUserRoles.PROXY_ADMIN)
         body = await _request_body(request)
         model = _requested_model(request, body)
-        models = self._readmodels if self._readmodels is not None else await self.readmodels()
+        models = self._readmodels
+        if models is None:
+            try:
+                models = await self.readmodels()
+            except DatabaseUnavailableError as exc:
+                # Not opened (PostgreSQL away at start): answered as authorize answers when
+                # it cannot reach PostgreSQL, and the next request tries to open again.
+                return self._unchecked(api_key, exc)
         # The estimate only serves to hold on a budget ceiling: authorize computes it only
         # when one applies to the key, so a key without budgets pays no model lookup and no
         # prompt bound.
@@ -144,6 +179,20 @@ class LedgerAuth:
         decision = await models.keys.authorize(api_key or "", model, estimate=estimate)
         _DECISIONS[decision.reason].inc()
         if not decision.allowed:
+            raise refusal(decision)
+        return self._granted(decision, api_key)
+
+    def _unchecked(self, api_key: str, exc: DatabaseUnavailableError) -> UserAPIKeyAuth:
+        allow = self._loaded_settings().authorize_on_db_error == "allow"
+        decision = Decision(allow, Reason.UNAVAILABLE, None, str(exc))
+        _DECISIONS[decision.reason].inc()
+        if not self._open_failing:
+            self._open_failing = True
+            log.warning("ledger read models cannot be opened, each request tries again; "
+                        "until then requests are %s: %s",
+                        "let through (AUTHORIZE_ON_DB_ERROR=allow)" if allow else "refused",
+                        exc)
+        if not allow:
             raise refusal(decision)
         return self._granted(decision, api_key)
 

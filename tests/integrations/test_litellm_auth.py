@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from litellm.proxy._types import ProxyException
@@ -14,12 +16,15 @@ from litellm.proxy._types import ProxyException
 from integrations.litellm import (
     HOLD_FIELD,
     KEY_ID_FIELD,
+    REASON_FIELD,
     LedgerAuth,
     LedgerCallback,
     estimate_cost,
     prompt_token_bound,
 )
+from integrations.litellm.metrics import AUTH_DECISIONS
 from ledger.settings import Settings
+from ops.devstack.ports import free_port
 from readmodels import Model
 from tests.integrations.litellm_calls import proxy_request as _request
 from tests.polling import wait_until
@@ -212,3 +217,84 @@ async def _refused_with(hook: LedgerAuth, body: dict[str, Any], key: str) -> Pro
     with pytest.raises(ProxyException) as refused:
         await hook(_request(body), key)
     return refused.value
+
+
+class _Forwarder:
+    """A TCP port that forwards to PostgreSQL once started: nothing listens before."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.port = free_port()
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for stream in self._writers:  # wait_closed waits for every connection
+                stream.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers += (writer, up_writer)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+def _unavailable_count() -> float:
+    return AUTH_DECISIONS.labels("unavailable")._value.get()
+
+
+async def test_postgres_away_at_start_answers_unavailable_and_the_next_request_retries(
+    pg_dsn: str, writer: Writer
+) -> None:
+    """The first request opens the read models: PostgreSQL away then answers as authorize
+    does when it cannot reach PostgreSQL (a 401 ``unavailable``, or a pass with
+    AUTHORIZE_ON_DB_ERROR=allow), counted, and a later request opens them once it is back."""
+    plaintext, key_id, key_hash = await writer.add_key()
+    target = urlsplit(pg_dsn)
+    assert target.hostname and target.port
+    forwarder = _Forwarder(target.hostname, target.port)
+    away = urlunsplit(target._replace(netloc=target.netloc.replace(
+        f"{target.hostname}:{target.port}", f"127.0.0.1:{forwarder.port}")))
+    deny = LedgerAuth(make_settings(away))
+    allow = LedgerAuth(make_settings(away, authorize_on_db_error="allow"))
+    try:
+        before = _unavailable_count()
+        refused = await _refused(deny, plaintext, "gpt-4o")
+        assert (refused.code, refused.openai_code) == ("401", "unavailable")
+        assert refused.to_dict()["provider_specific_fields"] == {REASON_FIELD: "unavailable"}
+        let_through = await allow(_request({"model": "gpt-4o"}), plaintext)
+        # Unchecked: the key's hash, never the plaintext, and no ledger key id.
+        assert let_through.token == key_hash and not let_through.metadata
+        assert plaintext not in let_through.model_dump_json()
+        assert _unavailable_count() == before + 2
+        # Concurrent requests share one attempt and all get its answer.
+        refusals = await asyncio.gather(*(_refused(deny, plaintext, "m") for _ in range(3)))
+        assert {r.openai_code for r in refusals} == {"unavailable"}
+        assert _unavailable_count() == before + 5
+
+        await forwarder.start()  # PostgreSQL is back
+        granted = await deny(_request({"model": "gpt-4o"}), plaintext)
+        assert granted.metadata == {KEY_ID_FIELD: str(key_id)}
+        granted = await allow(_request({"model": "gpt-4o"}), plaintext)
+        assert granted.metadata == {KEY_ID_FIELD: str(key_id)}
+        assert _unavailable_count() == before + 5
+    finally:
+        await deny.close()
+        await allow.close()
+        await forwarder.close()

@@ -120,9 +120,17 @@ async def test_ledger_keys_work_in_the_proxy_and_revocation_is_immediate(
 
         other_model = await _ask(proxy, plaintext[1], "gpt-4o-mini")
         assert other_model.status_code == 403, other_model.text
-        assert "may not use this model" in other_model.text
         unknown = await _ask(proxy, "sk-not-a-ledger-key", "gpt-4o")
         assert unknown.status_code == 401, unknown.text
+        # What a client gets: the status, and LiteLLM's error body, whose ``code`` is the
+        # status as a string; the reason is in provider_specific_fields (docs/litellm.md).
+        assert other_model.json() == {"error": {
+            "message": "ledger: this API key may not use this model", "type": "auth_error",
+            "param": "api_key", "code": "403",
+            "provider_specific_fields": {"ledger_reason": "model_not_allowed"}}}
+        assert unknown.json() == {"error": {
+            "message": "ledger: unknown API key", "type": "auth_error", "param": "api_key",
+            "code": "401", "provider_specific_fields": {"ledger_reason": "unknown_key"}}}
         admin = await _ask(proxy, MASTER_KEY, "gpt-4o-mini")  # the proxy's own master key
         assert admin.status_code == 200, admin.text
 
