@@ -63,6 +63,19 @@ def explain(exc: BaseException) -> str | None:
     return None
 
 
+def usage_line(exc: typer.TyperException) -> str:
+    """click's usage error (bad value, missing or unknown option or command) as one line.
+
+    A parameter click knows is named by click (``Invalid value for '--prompt': ...``); a
+    command that raises ``BadParameter`` without one names the option in its message.
+    """
+    if isinstance(exc, typer.BadParameter) and exc.param is None and exc.param_hint is None:
+        text = exc.message
+    else:
+        text = exc.format_message()
+    return " ".join(text.split())
+
+
 def _origin(field: str, variable: str) -> str:
     """Where a server's address came from: its variable, or the embedded stack."""
     try:
