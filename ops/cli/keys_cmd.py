@@ -39,6 +39,10 @@ def _parse_expiry(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# The commands that open a producer on the CLI's spool, and so deliver what an earlier one
+# left there; `keys list` / `keys show` only read PostgreSQL and open none.
+DELIVERING_COMMANDS = ("`ledger keys create`, `ledger keys revoke`, `ledger budgets set` and "
+                       "`ledger budgets remove`")
 # Exit status of a key command whose event is durable in the spool but not in Kafka yet.
 EXIT_SPOOLED = 3
 # The CLI waits this long at exit for a spool backlog to drain to a broker that answers.
@@ -75,7 +79,7 @@ def _spooled(what: str, consequence: str, allow_spooled: bool) -> None:
     settings = context.resolved_settings()
     message = (f"{what} is spooled in {settings.resolved_spool_dir}, not yet delivered to Kafka "
                f"at {settings.kafka_bootstrap_servers}: {consequence} until a producer using "
-               f"that spool reaches the broker (any later `ledger keys` command does)")
+               f"that spool reaches the broker ({DELIVERING_COMMANDS} do)")
     if allow_spooled:
         console.print(f"note: {message}", soft_wrap=True)
         return
