@@ -10,12 +10,13 @@ from decimal import Decimal
 from uuid import UUID
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from ledger.events import ApiKeyCreated, EventBase
+from ledger.events import EventBase
 from ledger.keys import generate_key, hash_key
-from ledger.producer import LedgerProducer
+from ledger.producer import EventBuilder, LedgerProducer
 from ops.cli import context
 from readmodels import ApiKey, ReadModels
 
@@ -63,7 +64,7 @@ def _quiet_producer_logs() -> None:
 async def _emit_one(build: Callable[[LedgerProducer], EventBase]) -> tuple[EventBase, bool]:
     """Emit one event; return it and whether it is still only in the spool at exit."""
     _quiet_producer_logs()
-    producer = LedgerProducer.from_settings(context.resolved_settings(), source="ledger-cli",
+    producer = LedgerProducer.from_settings(context.resolved_settings(), source=_SOURCE,
                                             close_timeout_s=_CLOSE_TIMEOUT_S)
     async with producer:
         event = build(producer)
@@ -87,6 +88,24 @@ def _spooled(what: str, consequence: str, allow_spooled: bool) -> None:
     raise typer.Exit(EXIT_SPOOLED)
 
 
+# The option of `keys create` each field of ApiKeyCreated comes from.
+_OPTION_OF_FIELD = {"name": "--name", "owner": "--owner", "allowed_models": "--models",
+                    "max_budget_usd": "--budget", "expires_at": "--expires"}
+_SOURCE = "ledger-cli"
+
+
+def _bad_option(exc: ValidationError) -> typer.BadParameter:
+    """The first complaint about the first field, naming its option: pydantic lists one per
+    branch of a union, which says the same thing several times."""
+    error = exc.errors(include_url=False)[0]
+    field = str(error["loc"][0]) if error["loc"] else "value"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    shown = str(given) if isinstance(given, Decimal) else repr(given)
+    return typer.BadParameter(f"{message} (got {shown})",
+                              param_hint=f"'{_OPTION_OF_FIELD.get(field, field)}'")
+
+
 @keys_app.command("create")
 def create(
     name: str = typer.Option(..., help="a name people recognise"),
@@ -105,13 +124,14 @@ def create(
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else []
     expires_at = _parse_expiry(expires)
 
-    def build(p: LedgerProducer) -> EventBase:
-        return p.events.create_key(name=name, key_hash=hash_key(plaintext), owner=owner,
-                                   allowed_models=allowed, max_budget_usd=budget,
-                                   expires_at=expires_at)
+    try:  # before any producer opens: bad input leaves nothing in the spool
+        event = EventBuilder(_SOURCE).create_key(
+            name=name, key_hash=hash_key(plaintext), owner=owner, allowed_models=allowed,
+            max_budget_usd=budget, expires_at=expires_at)
+    except ValidationError as exc:
+        raise _bad_option(exc) from None
 
-    event, still_spooled = asyncio.run(_emit_one(build))
-    assert isinstance(event, ApiKeyCreated)
+    _, still_spooled = asyncio.run(_emit_one(lambda _producer: event))
     console.print(f"key id:  {event.api_key_id}")
     console.print(f"api key: {plaintext}")
     console.print("[bold]Store the api key now: it is not kept and cannot be shown again.[/]")

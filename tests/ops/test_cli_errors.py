@@ -140,10 +140,12 @@ def test_an_unreachable_broker(tmp_path: Path, unreachable: str, pg_dsn: str,
     _one_line(_ledger(env, *args), "Kafka", unreachable, "KAFKA_BOOTSTRAP_SERVERS")
 
 
-def test_a_negative_budget_names_the_field(tmp_path: Path, settings: Settings) -> None:
+def test_a_negative_budget_names_the_option(tmp_path: Path, settings: Settings) -> None:
     env = {**_env(tmp_path), **settings.environment()}
     result = _ledger(env, "keys", "create", "--name", "x", "--budget", "-5")
-    _one_line(result, "max_budget_usd", "greater than or equal to 0", "-5")
+    assert result.returncode == 1
+    assert result.stderr == ("error: Invalid value for '--budget': Input should be greater "
+                             "than or equal to 0 (got -5)\n")
     assert "api key" not in result.stdout  # nothing was created, no key shown
 
 

@@ -24,6 +24,8 @@ BUDGET = ("budgets", "set", "owner:x", "--period", "day")
     (("cost", "gpt-4o", "--no-such-option"), "--no-such-option"),
     (("keys", "create", "--name", "x", "--expires", "notadate"), "--expires"),
     (("keys", "create", "--name", "x", "--budget", "abc"), "--budget"),
+    (("keys", "create", "--name", "x", "--budget", "-5"), "'--budget'"),
+    (("keys", "create", "--name", ""), "'--name'"),
     (("keys", "create"), "--name"),
     (("keys", "show", "not-a-uuid"), "key_id"),
     (("reconcile", "--format", "xml"), "--format"),
