@@ -143,3 +143,4 @@ class BudgetInputError(LedgerError, ValueError):
     def __init__(self, field: str, problem: str = "invalid") -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem

@@ -6,6 +6,7 @@ raises :class:`SettingsError` whose message is one line naming the variable and 
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -53,6 +54,20 @@ PREFIXED_FIELDS = ("database_url", "kafka_bootstrap_servers", "spool_dir")
 
 def _prefixed_first(field: str) -> AliasChoices:
     return AliasChoices(f"ledger_{field}", field)
+
+
+def variable_name(field: str) -> str:
+    """The environment variable a setting is read from, for messages.
+
+    A prefixed setting (``PREFIXED_FIELDS``) comes from ``LEDGER_<NAME>`` when that is in
+    the environment (it wins), else from ``<NAME>``; pydantic's error location names the
+    first alias whichever was set. ``field`` is the field or one of its aliases.
+    """
+    prefixed = {f"ledger_{name}": name for name in PREFIXED_FIELDS}
+    name = prefixed.get(field.lower(), field.lower())
+    if name in PREFIXED_FIELDS and f"LEDGER_{name.upper()}" in {k.upper() for k in os.environ}:
+        return f"LEDGER_{name.upper()}"
+    return name.upper()
 
 
 class Settings(BaseSettings):
@@ -200,10 +215,10 @@ def load_settings(**overrides: Any) -> Settings:
 def _one_line(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
+        variable = variable_name(str(error["loc"][0])) if error["loc"] else "?"
         message = str(error["msg"]).removeprefix("Value error, ")
         shown = error.get("input")
-        if field.removeprefix("ledger_") == "database_url" and isinstance(shown, str):
+        if variable.endswith("DATABASE_URL") and isinstance(shown, str):
             shown = redact_url(shown)  # never print a password
-        parts.append(f"{field.upper()}: {message} (got {shown!r})")
+        parts.append(f"{variable}: {message} (got {shown!r})")
     return "invalid setting " + "; ".join(parts)

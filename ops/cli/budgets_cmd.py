@@ -20,16 +20,19 @@ from readmodels import Alert, BudgetRow, ReadModels
 budgets_app = typer.Typer(help="Budgets: spending ceilings per key or owner, per period.",
                           no_args_is_help=True)
 console = Console()
-EXIT_BAD_INPUT = 2
+# The option of `budgets set` each field of ledger.budgets' checks comes from.
+_OPTION_OF_FIELD = {"scope": "scope", "limit_usd": "--limit", "period": "--period",
+                    "timezone": "--tz", "alert_thresholds": "--alert", "--alert": "--alert"}
 
 
 def register(root: typer.Typer) -> None:
     root.add_typer(budgets_app, name="budgets")
 
 
-def _refuse(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
+def _bad_option(exc: BudgetInputError) -> typer.BadParameter:
+    """The CLI's entry point prints it as one line naming the option, exit 1."""
+    option = _OPTION_OF_FIELD.get(exc.field, exc.field)
+    return typer.BadParameter(exc.problem, param_hint=f"'{option}'")  # quoted, as click does
 
 
 def _thresholds(text: str) -> list[int]:
@@ -63,10 +66,11 @@ def set_budget(
         budgets.zone(tz)
         thresholds = _thresholds(alert)
     except BudgetInputError as exc:
-        _refuse(str(exc))
-        return
+        raise _bad_option(exc) from None
     if not asyncio.run(_scope_exists(canonical)):
-        _refuse(f"scope: {canonical!r} names no key (key:<id>) or no key's owner (owner:<name>)")
+        raise typer.BadParameter(
+            f"{canonical!r} names no key (key:<id>) or no key's owner (owner:<name>)",
+            param_hint="'scope'")
 
     def build(p: LedgerProducer) -> EventBase:
         return p.events.set_budget(scope=canonical, limit_usd=limit_usd, period=period,
@@ -86,8 +90,7 @@ def remove_budget(scope: str = typer.Argument(..., help="key:<api_key_id> or own
     try:
         canonical = budgets.canonical_scope(scope)
     except BudgetInputError as exc:
-        _refuse(str(exc))
-        return
+        raise _bad_option(exc) from None
     _, still_spooled = asyncio.run(_emit_one(lambda p: p.events.remove_budget(scope=canonical)))
     if still_spooled:
         _spooled(f"the removal of {canonical}'s budget", "it still applies", allow_spooled)
@@ -110,7 +113,7 @@ def _row_json(row: BudgetRow) -> dict[str, object]:
 def list_budgets(format_: str = typer.Option("table", "--format", help="table or json")) -> None:
     """Every ceiling (budgets and keys' max_budget_usd) with this period's spend."""
     if format_ not in ("table", "json"):
-        _refuse(f"--format takes table or json, got {format_!r}")
+        raise typer.BadParameter(f"--format takes table or json, got {format_!r}")
 
     async def load() -> list[BudgetRow]:
         async with ReadModels.open(context.database_url()) as rm:
@@ -138,7 +141,7 @@ def list_budgets(format_: str = typer.Option("table", "--format", help="table or
 def list_alerts(format_: str = typer.Option("table", "--format", help="table or json")) -> None:
     """Thresholds crossed, each once per scope, period and threshold."""
     if format_ not in ("table", "json"):
-        _refuse(f"--format takes table or json, got {format_!r}")
+        raise typer.BadParameter(f"--format takes table or json, got {format_!r}")
 
     async def load() -> list[Alert]:
         async with ReadModels.open(context.database_url()) as rm:

@@ -268,7 +268,8 @@ def cost(
     try:
         usage = Usage(**counts)
     except ValidationError as exc:
-        message = "; ".join(str(e["msg"]) for e in exc.errors(include_url=False))
+        message = "; ".join(str(e["msg"]).removeprefix("Value error, ")
+                            for e in exc.errors(include_url=False))
         raise typer.BadParameter(message) from exc
     breakdown = price(priced.record, usage, **conditions)
     _print_breakdown(model, priced, breakdown, show_time=at is not None)

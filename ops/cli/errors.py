@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from ledger.db import DatabaseConnectError, one_line, redact_url
 from ledger.exceptions import LedgerError
+from ledger.settings import variable_name
 from ops.cli import context
 from readmodels.exceptions import ReadModelError
 
@@ -46,7 +47,7 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, ValidationError):
         return _invalid(exc)
     if isinstance(exc, DatabaseConnectError):
-        return f"{one_line(exc)} ({_origin('database_url', 'DATABASE_URL')})"
+        return f"{one_line(exc)} ({_origin('database_url')})"
     if isinstance(exc, ReadModelError):  # before LedgerError, its root: name the server
         return f"{_postgres()}: {one_line(exc)}{_hint(exc.__cause__)}"
     if isinstance(exc, LedgerError):
@@ -63,8 +64,22 @@ def explain(exc: BaseException) -> str | None:
     return None
 
 
-def _origin(field: str, variable: str) -> str:
-    """Where a server's address came from: its variable, or the embedded stack."""
+def usage_line(exc: typer.TyperException) -> str:
+    """click's usage error (bad value, missing or unknown option or command) as one line.
+
+    A parameter click knows is named by click (``Invalid value for '--prompt': ...``); a
+    command that raises ``BadParameter`` without one names the option in its message.
+    """
+    if isinstance(exc, typer.BadParameter) and exc.param is None and exc.param_hint is None:
+        text = exc.message
+    else:
+        text = exc.format_message()
+    return " ".join(text.split())
+
+
+def _origin(field: str) -> str:
+    """Where a server's address came from: the variable set, or the embedded stack."""
+    variable = variable_name(field)
     try:
         configured = getattr(context.settings(), field)
     except LedgerError:
@@ -78,16 +93,16 @@ def _postgres() -> str:
     try:
         url = redact_url(context.database_url())
     except (LedgerError, OSError):
-        return "PostgreSQL (DATABASE_URL)"
-    return f"PostgreSQL at {url} ({_origin('database_url', 'DATABASE_URL')})"
+        return f"PostgreSQL ({variable_name('database_url')})"
+    return f"PostgreSQL at {url} ({_origin('database_url')})"
 
 
 def _kafka() -> str:
     try:
         servers = context.kafka_bootstrap_servers()
     except (LedgerError, OSError):
-        return "Kafka (KAFKA_BOOTSTRAP_SERVERS)"
-    return f"Kafka at {servers} ({_origin('kafka_bootstrap_servers', 'KAFKA_BOOTSTRAP_SERVERS')})"
+        return f"Kafka ({variable_name('kafka_bootstrap_servers')})"
+    return f"Kafka at {servers} ({_origin('kafka_bootstrap_servers')})"
 
 
 def _hint(cause: BaseException | None) -> str:

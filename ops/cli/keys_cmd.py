@@ -10,12 +10,13 @@ from decimal import Decimal
 from uuid import UUID
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from ledger.events import ApiKeyCreated, EventBase
+from ledger.events import EventBase
 from ledger.keys import generate_key, hash_key
-from ledger.producer import LedgerProducer
+from ledger.producer import EventBuilder, LedgerProducer
 from ops.cli import context
 from readmodels import ApiKey, ReadModels
 
@@ -39,6 +40,10 @@ def _parse_expiry(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# The commands that open a producer on the CLI's spool, and so deliver what an earlier one
+# left there; `keys list` / `keys show` only read PostgreSQL and open none.
+DELIVERING_COMMANDS = ("`ledger keys create`, `ledger keys revoke`, `ledger budgets set` and "
+                       "`ledger budgets remove`")
 # Exit status of a key command whose event is durable in the spool but not in Kafka yet.
 EXIT_SPOOLED = 3
 # The CLI waits this long at exit for a spool backlog to drain to a broker that answers.
@@ -59,7 +64,7 @@ def _quiet_producer_logs() -> None:
 async def _emit_one(build: Callable[[LedgerProducer], EventBase]) -> tuple[EventBase, bool]:
     """Emit one event; return it and whether it is still only in the spool at exit."""
     _quiet_producer_logs()
-    producer = LedgerProducer.from_settings(context.resolved_settings(), source="ledger-cli",
+    producer = LedgerProducer.from_settings(context.resolved_settings(), source=_SOURCE,
                                             close_timeout_s=_CLOSE_TIMEOUT_S)
     async with producer:
         event = build(producer)
@@ -75,12 +80,30 @@ def _spooled(what: str, consequence: str, allow_spooled: bool) -> None:
     settings = context.resolved_settings()
     message = (f"{what} is spooled in {settings.resolved_spool_dir}, not yet delivered to Kafka "
                f"at {settings.kafka_bootstrap_servers}: {consequence} until a producer using "
-               f"that spool reaches the broker (any later `ledger keys` command does)")
+               f"that spool reaches the broker ({DELIVERING_COMMANDS} do)")
     if allow_spooled:
         console.print(f"note: {message}", soft_wrap=True)
         return
     typer.echo(f"error: {message}; pass --allow-spooled to accept that", err=True)
     raise typer.Exit(EXIT_SPOOLED)
+
+
+# The option of `keys create` each field of ApiKeyCreated comes from.
+_OPTION_OF_FIELD = {"name": "--name", "owner": "--owner", "allowed_models": "--models",
+                    "max_budget_usd": "--budget", "expires_at": "--expires"}
+_SOURCE = "ledger-cli"
+
+
+def _bad_option(exc: ValidationError) -> typer.BadParameter:
+    """The first complaint about the first field, naming its option: pydantic lists one per
+    branch of a union, which says the same thing several times."""
+    error = exc.errors(include_url=False)[0]
+    field = str(error["loc"][0]) if error["loc"] else "value"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    shown = str(given) if isinstance(given, Decimal) else repr(given)
+    return typer.BadParameter(f"{message} (got {shown})",
+                              param_hint=f"'{_OPTION_OF_FIELD.get(field, field)}'")
 
 
 @keys_app.command("create")
@@ -101,13 +124,14 @@ def create(
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else []
     expires_at = _parse_expiry(expires)
 
-    def build(p: LedgerProducer) -> EventBase:
-        return p.events.create_key(name=name, key_hash=hash_key(plaintext), owner=owner,
-                                   allowed_models=allowed, max_budget_usd=budget,
-                                   expires_at=expires_at)
+    try:  # before any producer opens: bad input leaves nothing in the spool
+        event = EventBuilder(_SOURCE).create_key(
+            name=name, key_hash=hash_key(plaintext), owner=owner, allowed_models=allowed,
+            max_budget_usd=budget, expires_at=expires_at)
+    except ValidationError as exc:
+        raise _bad_option(exc) from None
 
-    event, still_spooled = asyncio.run(_emit_one(build))
-    assert isinstance(event, ApiKeyCreated)
+    _, still_spooled = asyncio.run(_emit_one(lambda _producer: event))
     console.print(f"key id:  {event.api_key_id}")
     console.print(f"api key: {plaintext}")
     console.print("[bold]Store the api key now: it is not kept and cannot be shown again.[/]")

@@ -73,6 +73,19 @@ def test_bad_value_names_the_variable(
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("variable", ["DATABASE_URL", "LEDGER_DATABASE_URL"])
+def test_a_bad_database_url_names_the_variable_that_is_set(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    for name in ("DATABASE_URL", "LEDGER_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "mysql://root:s3cret@db/x")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value).startswith(f"invalid setting {variable}: not a PostgreSQL URL")
+    assert "s3cret" not in str(info.value)
+
+
 @pytest.mark.slow  # the CLI in a child process
 def test_cli_reports_bad_setting_in_one_line_without_traceback() -> None:
     env = {"PATH": "/usr/bin:/bin", "CACHE_MODEL_TTL": "forever"}

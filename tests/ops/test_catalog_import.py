@@ -206,7 +206,8 @@ async def test_cost_without_a_database_uses_the_snapshot() -> None:
 
     code, out = await _ledger(_env(None), "cost", "gpt-4o", "--prompt", "10",
                               "--cache-read", "20")
-    assert code != 0 and "part of prompt_tokens" in out
+    assert code == 1 and out.startswith("error: cache_read + cache_creation"), out
+    assert "part of prompt_tokens" in out and len(out.splitlines()) == 1
 
 
 async def test_import_show_search_and_cost_against_the_database(

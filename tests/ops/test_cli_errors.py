@@ -17,7 +17,7 @@ import pytest
 
 from ledger.exceptions import UnpricedUsageError, UnsupportedSchemaVersionError
 from ledger.pricing import CostBreakdown
-from ledger.settings import Settings, load_settings
+from ledger.settings import PREFIXED_FIELDS, Settings, load_settings
 from ops.cli import context
 from ops.cli.errors import explain
 from ops.devstack.ports import free_port
@@ -70,7 +70,8 @@ def _ledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 def _env(home: Path, **settings: str) -> dict[str, str]:
     """The environment without any ledger setting of the caller, plus ``settings``."""
     names = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k not in names}
+    names |= {f"LEDGER_{name.upper()}" for name in PREFIXED_FIELDS}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
     env.update(LEDGER_HOME=str(home), SPOOL_DIR=str(home / "spool"), COLUMNS="200", **settings)
     return env
 
@@ -98,6 +99,31 @@ def test_a_database_url_that_is_not_a_url(tmp_path: Path, unreachable: str,
     _one_line(_ledger(env, *args), "DATABASE_URL", "garbage")
 
 
+@pytest.mark.parametrize("variable", ["DATABASE_URL", "LEDGER_DATABASE_URL"])
+def test_a_bad_database_url_names_the_variable_set(tmp_path: Path, variable: str) -> None:
+    env = _env(tmp_path, **{variable: "mysql://root:s3cret@db/x"})
+    line = _one_line(_ledger(env, "keys", "list"), f"invalid setting {variable}: ")
+    assert "s3cret" not in line
+
+
+@pytest.mark.parametrize("variable", ["DATABASE_URL", "LEDGER_DATABASE_URL"])
+def test_an_unreachable_database_names_the_variable_set(tmp_path: Path, unreachable: str,
+                                                        variable: str) -> None:
+    env = _env(tmp_path, **{variable: f"postgresql://ledger@{unreachable}/ledger"})
+    line = _one_line(_ledger(env, "keys", "list"), f"({variable})")
+    if variable == "DATABASE_URL":
+        assert "LEDGER_DATABASE_URL" not in line
+
+
+@pytest.mark.parametrize("variable", ["KAFKA_BOOTSTRAP_SERVERS", "LEDGER_KAFKA_BOOTSTRAP_SERVERS"])
+def test_an_unreachable_broker_names_the_variable_set(tmp_path: Path, unreachable: str,
+                                                      variable: str) -> None:
+    env = _env(tmp_path, **{variable: unreachable})
+    line = _one_line(_ledger(env, "topics", "ensure"), f"Kafka at {unreachable} ({variable})")
+    if variable == "KAFKA_BOOTSTRAP_SERVERS":
+        assert "LEDGER_KAFKA" not in line
+
+
 @pytest.mark.parametrize("args", DATABASE_COMMANDS)
 def test_an_unreachable_database(tmp_path: Path, unreachable: str,
                                  args: tuple[str, ...]) -> None:
@@ -114,10 +140,12 @@ def test_an_unreachable_broker(tmp_path: Path, unreachable: str, pg_dsn: str,
     _one_line(_ledger(env, *args), "Kafka", unreachable, "KAFKA_BOOTSTRAP_SERVERS")
 
 
-def test_a_negative_budget_names_the_field(tmp_path: Path, settings: Settings) -> None:
+def test_a_negative_budget_names_the_option(tmp_path: Path, settings: Settings) -> None:
     env = {**_env(tmp_path), **settings.environment()}
     result = _ledger(env, "keys", "create", "--name", "x", "--budget", "-5")
-    _one_line(result, "max_budget_usd", "greater than or equal to 0", "-5")
+    assert result.returncode == 1
+    assert result.stderr == ("error: Invalid value for '--budget': Input should be greater "
+                             "than or equal to 0 (got -5)\n")
     assert "api key" not in result.stdout  # nothing was created, no key shown
 
 

@@ -83,5 +83,5 @@ async def test_usage_report_in_every_format(settings: Settings, tmp_path: Path) 
     assert "openai" in as_table.stdout and "1.5" in as_table.stdout
     assert "anthropic" in as_table.stdout and "0.25" in as_table.stdout
     bad = await asyncio.to_thread(_ledger, env, "usage", "report", "--month", "October")
-    assert bad.returncode == 2
-    assert "YYYY-MM" in bad.stderr
+    assert bad.returncode == 1
+    assert bad.stderr == "error: --month takes YYYY-MM, got 'October'\n"

@@ -112,6 +112,9 @@ async def test_create_without_a_broker_says_the_key_is_only_spooled(
     assert created.returncode == 3, created.stderr
     [line] = created.stderr.strip().splitlines()  # one line, no traceback
     assert "spooled" in line and "not yet delivered" in line and str(tmp_path / "spool") in line
+    # It names the commands that deliver it: those that open a producer on that spool.
+    assert line.endswith("(`ledger keys create`, `ledger keys revoke`, `ledger budgets set` and "
+                         "`ledger budgets remove` do); pass --allow-spooled to accept that"), line
     # The key is still printed: its create event is durable and will be delivered.
     key_id = re.search(r"key id:\s+(\S+)", created.stdout)
     plaintext = re.search(r"api key:\s+(\S+)", created.stdout)
