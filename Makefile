@@ -34,8 +34,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Test processes, each with its own PostgreSQL and broker (pytest-xdist; 0 runs in-process).
+TEST_PROCESSES ?= 2
+
 unit: install
-	$(BIN)/pytest --durations=20
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist worksteal --durations=20
 
 test: lint typecheck unit
 
