@@ -188,19 +188,23 @@ def litellm_rows(output: str | None) -> list[tuple[str, str, str]]:
 
 # A benchmark's section of the page: name, seconds, the script's output.
 SECTION = re.compile(
-    r"^## (\w+)\n\n`\.venv/bin/python [^`]*` \(([\d.]+) s[^\n]*\)\n\n```\n(.*?)\n```",
+    r"^## (\w+)\n\n`\.venv/bin/python [^`]*` \(([\d.]+) s(?:, run (.+? UTC) on [^\n]*)?\)"
+    r"\n\n```\n(.*?)\n```",
     re.S | re.M)
 
 
-def recorded() -> tuple[str, str, dict[str, str], dict[str, float]]:
-    """The last full run's date and machine, and each benchmark's output as the page keeps
-    them."""
+def recorded() -> tuple[str, str, dict[str, str], dict[str, float], dict[str, str]]:
+    """The last full run's date and machine, and each benchmark's output, time and date as
+    the page keeps them (a section rerun alone keeps its own date)."""
     text = PAGE.read_text()
     date = re.search(r"^- date: (.+)$", text, re.M)
     host = re.search(r"^- machine: (.+)$", text, re.M)
-    outputs = {m.group(1): m.group(3) for m in SECTION.finditer(text)}
-    seconds = {m.group(1): float(m.group(2)) for m in SECTION.finditer(text)}
-    return (date.group(1) if date else "?"), (host.group(1) if host else "?"), outputs, seconds
+    full_run = date.group(1) if date else "?"
+    sections = list(SECTION.finditer(text))
+    outputs = {m.group(1): m.group(4) for m in sections}
+    seconds = {m.group(1): float(m.group(2)) for m in sections}
+    dates = {m.group(1): m.group(3) or full_run for m in sections}
+    return full_run, (host.group(1) if host else "?"), outputs, seconds, dates
 
 
 def main() -> None:
@@ -213,8 +217,7 @@ def main() -> None:
     today = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     full_run, dates, host = today, dict.fromkeys(RUNS, today), machine()
     if only:
-        full_run, host, outputs, seconds = recorded()
-        dates = {name: full_run for name in outputs}
+        full_run, host, outputs, seconds, dates = recorded()
         missing = set(RUNS) - set(outputs) - set(only)
         if missing:
             raise SystemExit(f"the page has no record of {', '.join(sorted(missing))}: "
@@ -245,10 +248,10 @@ def main() -> None:
         page += [f"## {name}", "", f"`.venv/bin/python {' '.join(argv)}` "
                  f"({seconds[name]:.0f} s{when})", "", "```", outputs[name].rstrip(), "```", ""]
     PAGE.write_text("\n".join(page))
-    table = "\n".join([f"Measured {full_run} on {host}"
-                        + (f" (LiteLLM rows: {dates['litellm']})"
-                           if dates["litellm"] != full_run else "") + ":",
-                        "", *summary(outputs)])
+    reruns = ", ".join(f"{name} rows: {dates[name]}" for name in RUNS
+                       if dates[name] != full_run)
+    table = "\n".join([f"Measured {full_run} on {host}" + (f" ({reruns})" if reruns else "")
+                        + ":", "", *summary(outputs)])
     update_readme(table)
     print(f"wrote {PAGE.relative_to(ROOT)} and the table in README.md")
 
