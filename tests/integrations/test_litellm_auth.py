@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
 
 import pytest
 from litellm.proxy._types import ProxyException
@@ -96,16 +97,21 @@ def test_the_estimate_is_exact() -> None:
     assert estimate_cost(tiered, 333, prompt_tokens=7) == Decimal("0.006681875")
 
 
+async def _hook_for_a_capped_key(pg_dsn: str, writer: Writer) -> tuple[LedgerAuth, str, UUID]:
+    """A hook, and a key with a 0.5 USD budget on gpt-4o at 0.00001 USD a token."""
+    plaintext, key_id, _ = await writer.add_key()
+    await writer.add_model("gpt-4o", "openai", input_cost="0.00001")
+    await set_budget(writer, f"key:{key_id}", "0.5")
+    return LedgerAuth(make_settings(pg_dsn)), plaintext, key_id
+
+
 async def test_the_hook_holds_the_estimate_on_the_budget_and_the_event_carries_the_hold(
     pg_dsn: str, writer: Writer, settings: Settings
 ) -> None:
     """A request with max_tokens holds its exact estimate on every ceiling of the key; one
     that would pass the cap is refused over_budget; the callback puts the hold id on the
     UsageRecorded, whose projection settles it (tests/projections/test_budget_projection.py)."""
-    plaintext, key_id, _ = await writer.add_key()
-    await writer.add_model("gpt-4o", "openai", input_cost="0.00001")
-    await set_budget(writer, f"key:{key_id}", "0.5")
-    hook = LedgerAuth(make_settings(pg_dsn))
+    hook, plaintext, key_id = await _hook_for_a_capped_key(pg_dsn, writer)
     body = {"model": "gpt-4o", "max_tokens": 1000}
     try:
         granted = await hook(_request(body), plaintext)
@@ -134,10 +140,7 @@ async def test_a_request_for_several_choices_holds_max_tokens_for_each(
 ) -> None:
     """``n`` choices (``best_of`` completions) may each write ``max_tokens``: the hold covers
     all of them, or four answers of 20,000 tokens could spend 0.8 USD of a 0.5 USD budget."""
-    plaintext, key_id, _ = await writer.add_key()
-    await writer.add_model("gpt-4o", "openai", input_cost="0.00001")
-    await set_budget(writer, f"key:{key_id}", "0.5")
-    hook = LedgerAuth(make_settings(pg_dsn))
+    hook, plaintext, _ = await _hook_for_a_capped_key(pg_dsn, writer)
     one = {"model": "gpt-4o", "max_tokens": 20_000}
     try:
         assert HOLD_FIELD in (await hook(_request({**one, "n": 1}), plaintext)).metadata
