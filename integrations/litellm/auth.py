@@ -124,6 +124,11 @@ class LedgerAuth:
         # key id -> (the ApiKey it was built from, the answer). Building a UserAPIKeyAuth
         # costs ~10x copying one; a changed key comes back from the cache as a new object.
         self._grants: dict[uuid.UUID, tuple[ApiKey, UserAPIKeyAuth]] = {}
+        # key hash -> key id of every key granted here. A key's hash names it for good, so
+        # a call let through unchecked while PostgreSQL is away (AUTHORIZE_ON_DB_ERROR=allow)
+        # is still recorded under its ledger key and counts toward its budgets. Attribution
+        # only: nothing here decides whether a key may call.
+        self._key_ids: dict[str, uuid.UUID] = {}
 
     def _loaded_settings(self) -> Settings:
         if self._settings is None:
@@ -214,14 +219,19 @@ class LedgerAuth:
         key = decision.key
         if key is None:  # AUTHORIZE_ON_DB_ERROR=allow and the key was not in the cache
             # The hash, never the plaintext: LiteLLM logs this as user_api_key_hash.
-            return UserAPIKeyAuth(api_key=hash_key(api_key or ""))
+            key_hash = hash_key(api_key or "")
+            known = self._key_ids.get(key_hash)
+            return UserAPIKeyAuth(api_key=key_hash, metadata={} if known is None
+                                  else {KEY_ID_FIELD: str(known)})
         grant = self._grants.get(key.id)
         if grant is None or grant[0] is not key:
             if len(self._grants) >= _GRANTS_MAX:
                 self._grants.clear()
+                self._key_ids.clear()
             grant = (key, UserAPIKeyAuth(api_key=key.key_hash, key_alias=key.name,
                                          user_id=key.owner, metadata={KEY_ID_FIELD: str(key.id)}))
             self._grants[key.id] = grant
+            self._key_ids[key.key_hash] = key.id
         metadata = {KEY_ID_FIELD: str(key.id)}
         if decision.hold_id is not None:
             metadata[HOLD_FIELD] = decision.hold_id

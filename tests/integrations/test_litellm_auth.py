@@ -301,3 +301,44 @@ async def test_postgres_away_at_start_answers_unavailable_and_the_next_request_r
         await deny.close()
         await allow.close()
         await forwarder.close()
+
+
+async def test_a_key_let_through_while_postgres_is_away_is_recorded_under_its_own_id(
+    pg_dsn: str, writer: Writer
+) -> None:
+    """With AUTHORIZE_ON_DB_ERROR=allow a call is let through unchecked while PostgreSQL is
+    away; a key this process has granted before is still recorded under its ledger key id
+    (its hash names it for good), so its spend counts for that key. A key never seen here has
+    no id to give."""
+    seen, seen_id, _ = await writer.add_key()
+    unseen, _, unseen_hash = await writer.add_key()
+    target = urlsplit(pg_dsn)
+    assert target.hostname and target.port
+    forwarder = _Forwarder(target.hostname, target.port)
+    via = urlunsplit(target._replace(netloc=target.netloc.replace(
+        f"{target.hostname}:{target.port}", f"127.0.0.1:{forwarder.port}")))
+    await forwarder.start()
+    hook = LedgerAuth(make_settings(via, authorize_on_db_error="allow"))
+    try:
+        assert (await hook(_request({"model": "gpt-4o"}), seen)).metadata == {
+            KEY_ID_FIELD: str(seen_id)}
+        await forwarder.close()  # PostgreSQL goes away: the listener loses its connection
+        before = _unavailable_count()
+
+        async def unchecked() -> bool:
+            await hook(_request({"model": "gpt-4o"}), seen)
+            return _unavailable_count() > before
+
+        await wait_until(unchecked, 15.0, "the hook answered unavailable", interval=0.05)
+        let_through = await hook(_request({"model": "gpt-4o"}), seen)
+        assert let_through.metadata == {KEY_ID_FIELD: str(seen_id)}
+        never_seen = await hook(_request({"model": "gpt-4o"}), unseen)
+        assert never_seen.token == unseen_hash and not never_seen.metadata
+    finally:
+        await hook.close()
+        await forwarder.close()
+    kwargs = {"litellm_call_id": "call-away", "standard_logging_object": {
+        "litellm_call_id": "call-away", "status": "success", "model": "gpt-4o",
+        "metadata": {"user_api_key_auth_metadata": dict(let_through.metadata)}}}
+    event = LedgerCallback(make_settings(pg_dsn)).build_event(kwargs, None)
+    assert event.api_key_id == seen_id
