@@ -24,6 +24,20 @@ from ledger.exceptions import DatabaseConnectError as DatabaseConnectError
 if TYPE_CHECKING:
     from ledger.settings import Settings
 
+# Driver errors that mean the server is away for new work (the connection failed, the server
+# is starting, shutting down or out of resources), not that the statement is wrong: worth
+# retrying later. One rule for the workers (projections.outage: retry the batch) and the
+# read models (readmodels.exceptions: "unavailable").
+SERVER_AWAY: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # connection closed underneath us
+    asyncpg.CannotConnectNowError,  # starting up, shutting down
+    asyncpg.OperatorInterventionError,  # admin shutdown, pg_terminate_backend, timeouts
+    asyncpg.InsufficientResourcesError,  # too many connections, disk full, out of memory
+)
+
 URL_EXAMPLE = "postgresql://user:password@host:5432/database"
 _SCHEMES = ("postgresql", "postgres")
 

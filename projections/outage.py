@@ -7,18 +7,12 @@ applying an event makes that event a dead letter.
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 
+from ledger.db import SERVER_AWAY
+
 DB_OUTAGE: tuple[type[BaseException], ...] = (
-    OSError,  # refused, reset, unreachable
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,  # connection closed underneath us
-    asyncpg.CannotConnectNowError,
-    asyncpg.OperatorInterventionError,  # admin/crash shutdown, statement timeout
-    asyncpg.InsufficientResourcesError,  # disk full, out of memory, too many connections
+    *SERVER_AWAY,  # the server away for new work (ledger.db, shared with the read models)
     asyncpg.TransactionRollbackError,  # deadlock, serialization failure: retry is the cure
 )
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
+from ledger.db import SERVER_AWAY
 from ledger.exceptions import LedgerError
 
 
@@ -50,15 +51,9 @@ class ConnectionExpiredError(ReadModelError):
     suppresses it, so it never reaches a caller."""
 
 
-# Driver errors that mean "the connection, not the query, failed": worth retrying later.
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, pg_terminate_backend
-)
+# Driver errors that mean the server, not the query, failed: "unavailable", worth retrying
+# later (the same rule the workers retry by).
+_CONNECTION_ERRORS = SERVER_AWAY
 
 
 @contextmanager

@@ -134,6 +134,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _check_estimate(estimate_usd: object) -> None:
+    if not (isinstance(estimate_usd, Decimal) and estimate_usd.is_finite()
+            and estimate_usd >= 0):
+        raise InvalidArgumentError(
+            f"estimate_usd must be a Decimal of 0 or more, got {estimate_usd!r}")
+
+
 class KeyReader:
     """Reads of ``api_keys`` and ``key_metadata``; reached as ``ReadModels.keys``."""
 
@@ -225,6 +232,8 @@ class KeyReader:
         """
         if estimate is not None and estimate_usd is not None:
             raise InvalidArgumentError("give estimate_usd or estimate, not both")
+        if estimate_usd is not None:  # for every key: a caller's bug is not an answer
+            _check_estimate(estimate_usd)
         key: ApiKey | None = None
         try:  # one frame, no helper coroutine: this is the cached hot path
             if plaintext_key:
@@ -244,12 +253,10 @@ class KeyReader:
                 return Decision(True, Reason.OK, key)
             if estimate is not None:
                 estimate_usd = await estimate()
+                if estimate_usd is not None:
+                    _check_estimate(estimate_usd)
             if estimate_usd is None:
                 return await self._check_spent(key, ceilings)
-            if not (isinstance(estimate_usd, Decimal) and estimate_usd.is_finite()
-                    and estimate_usd >= 0):
-                raise InvalidArgumentError(
-                    f"estimate_usd must be a Decimal of 0 or more, got {estimate_usd!r}")
             hold, state = await self._budgets.reserve(ceilings, estimate_usd)
             if hold is None:
                 return Decision(False, Reason.OVER_BUDGET, key, budget=state)

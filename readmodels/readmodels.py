@@ -344,7 +344,10 @@ class ReadModels:
 
     async def health(self) -> Health:
         """Whether the tables answer a query and the listener is up; never raises."""
-        db = self._database()
+        try:
+            db = self._database()
+        except ReadModelsClosedError as exc:
+            return Health(False, False, None, str(exc))
         started = time.perf_counter()
         try:
             async with asyncio.timeout(_HEALTH_TIMEOUT):

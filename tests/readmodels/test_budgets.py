@@ -126,10 +126,14 @@ async def test_close_gives_back_what_was_leased_and_not_held(
 
 
 async def test_a_bad_estimate_is_refused_naming_it(rm: ReadModels, writer: Writer) -> None:
-    plaintext, _, _ = await writer.add_key(max_budget_usd=Decimal("1"))
-    for bad in (Decimal("-1"), Decimal("NaN"), 0.5):
-        with pytest.raises(InvalidArgumentError, match="estimate_usd"):
-            await rm.keys.authorize(plaintext, "gpt-4o", estimate_usd=bad)  # type: ignore[arg-type]
+    """For every key, whatever its ceilings or state: a caller's bug is not an answer."""
+    capped, _, _ = await writer.add_key(max_budget_usd=Decimal("1"))
+    free, _, _ = await writer.add_key()
+    for plaintext in (capped, free, "sk-no-such-key"):
+        for bad in (Decimal("-1"), Decimal("NaN"), 0.5):
+            with pytest.raises(InvalidArgumentError, match="estimate_usd"):
+                await rm.keys.authorize(plaintext, "gpt-4o",
+                                        estimate_usd=bad)  # type: ignore[arg-type]
 
 
 async def test_a_lazy_estimate_is_computed_only_when_a_ceiling_applies(

@@ -162,6 +162,8 @@ async def test_ping_health_close_and_recycling(pg_dsn: str) -> None:
         await rm.close()
     with pytest.raises(ReadModelsClosedError):
         await rm.ping()
+    closed = await rm.health()  # health never raises: a closed instance is not healthy
+    assert not closed.ok and not closed.listening and closed.error == "ReadModels is closed"
 
 
 async def test_open_fails_cleanly_without_database() -> None:

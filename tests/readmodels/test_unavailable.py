@@ -188,3 +188,36 @@ async def test_a_frozen_server_is_given_up_on_and_leaves_no_unretrieved_errors(
     finally:
         loop.set_exception_handler(previous)
     assert not [m for m in reported if "never retrieved" in m], reported
+
+
+async def test_a_server_out_of_connections_is_unavailable_not_a_query_error(
+    pg_dsn: str, writer: Writer
+) -> None:
+    """"Too many connections" (SQLSTATE 53300) is the server away for new work, as a refused
+    connection is: open says DatabaseUnavailableError and authorize answers ``unavailable``,
+    never a QueryError (the projector already retries it as an outage)."""
+    plaintext, _, _ = await writer.add_key()
+    role = f"limited_{os.getpid()}"  # not a superuser: superusers pass any connection limit
+    await writer.conn.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+    await writer.conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    limited = pg_dsn.replace("://postgres@", f"://{role}@", 1)
+    assert limited != pg_dsn
+    try:
+        with pytest.raises(DatabaseUnavailableError, match="too many connections"):
+            await asyncio.wait_for(ReadModels.open(make_settings(limited)), HANG_GUARD_S)
+        # Opened while connections were free, then out of them: the next query needs a new
+        # connection, and the server refuses it.
+        await writer.conn.execute(f"ALTER ROLE {role} CONNECTION LIMIT -1")
+        rm = await ReadModels.open(make_settings(limited, db_max_idle_conns=0, **SHORT))
+        try:
+            await writer.conn.execute(f"ALTER ROLE {role} CONNECTION LIMIT 0")
+            await rm._database().pool.expire_connections()  # the next query connects anew
+            decision = await asyncio.wait_for(rm.keys.authorize(plaintext, "gpt-4o"),
+                                              HANG_GUARD_S)
+            assert decision.reason is Reason.UNAVAILABLE
+            assert "too many connections" in (decision.detail or "")
+        finally:
+            await rm.close()
+    finally:
+        await writer.conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+        await writer.conn.execute(f"DROP ROLE {role}")
