@@ -8,7 +8,7 @@ import asyncpg
 
 from ledger.db import connect
 from ledger.settings import Settings, load_settings
-from projections.base import Failure, RawMessage, lock_key
+from projections.base import Failure, RawMessage, apply_resiliently, lock_key
 from projections.decoding import decode_message
 from projections.registry import make_projection
 from projections.storage import (
@@ -63,7 +63,9 @@ async def _replay_one(conn: asyncpg.Connection, letter: DeadLetter) -> bool:
         # As a worker's batch: a repair, a swap or a re-pricing must not run half-way through.
         await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))",
                            lock_key(projection.name))
-        result = await projection.apply(conn, [decoded])
+        # With the live batch's net: an apply that raises (a bug, not an outage) is this
+        # letter's new error, and the other letters are still replayed.
+        result = await apply_resiliently(projection, conn, [decoded])
         if result.failures:
             failure = result.failures[0]
             await mark_still_failing(conn, letter.id, failure.kind, failure.error)

@@ -11,6 +11,10 @@ import sys
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
 
 from ledger.producer import EventBuilder
 from ledger.settings import Settings
@@ -131,3 +135,34 @@ async def test_sigterm_stops_a_worker_whose_database_never_answered(
             worker.kill()
             worker.wait()
     assert b"database unavailable" in (tmp_path / "worker.log").read_bytes()
+
+
+async def test_a_letter_whose_apply_raises_stays_with_the_new_error(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A projection whose apply raises (a bug, not an outage) during a replay: the letter is
+    kept with that error, as in a live batch, and the other letters are still replayed."""
+    from projections.usage import UsageProjection
+
+    failing = usage_event(uuid.uuid4())
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        for offset, event in ((1, failing), (2, usage_event(uuid.uuid4()))):
+            await conn.execute(
+                'INSERT INTO dead_letters (projection, topic, partition, "offset", value, '
+                "error_kind, error) VALUES ('usage', 't', 0, $1, $2, 'handler_error', 'old')",
+                offset, event.model_dump_json().encode())
+    finally:
+        await conn.close()
+    real_apply = UsageProjection.apply
+
+    async def raises_for_one(self: UsageProjection, conn: Any, batch: Any) -> Any:
+        if any(envelope.event.event_id == failing.event_id for envelope in batch):
+            raise RuntimeError("boom")
+        return await real_apply(self, conn, batch)
+
+    monkeypatch.setattr(UsageProjection, "apply", raises_for_one)
+    report = await replay_dead_letters(pg_dsn)
+    assert (report.replayed, report.failed) == (1, 1)
+    kept = await fetchval(pg_dsn, "SELECT error FROM dead_letters WHERE replayed_at IS NULL")
+    assert "RuntimeError: boom" in kept
