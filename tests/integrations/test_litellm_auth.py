@@ -258,6 +258,15 @@ class _Forwarder:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
+def _forwarder_to(pg_dsn: str) -> tuple[_Forwarder, str]:
+    """A forwarder to ``pg_dsn``'s server (not started) and the DSN that goes through it."""
+    target = urlsplit(pg_dsn)
+    assert target.hostname and target.port
+    forwarder = _Forwarder(target.hostname, target.port)
+    return forwarder, urlunsplit(target._replace(netloc=target.netloc.replace(
+        f"{target.hostname}:{target.port}", f"127.0.0.1:{forwarder.port}")))
+
+
 def _unavailable_count() -> float:
     return AUTH_DECISIONS.labels("unavailable")._value.get()
 
@@ -269,11 +278,7 @@ async def test_postgres_away_at_start_answers_unavailable_and_the_next_request_r
     does when it cannot reach PostgreSQL (a 401 ``unavailable``, or a pass with
     AUTHORIZE_ON_DB_ERROR=allow), counted, and a later request opens them once it is back."""
     plaintext, key_id, key_hash = await writer.add_key()
-    target = urlsplit(pg_dsn)
-    assert target.hostname and target.port
-    forwarder = _Forwarder(target.hostname, target.port)
-    away = urlunsplit(target._replace(netloc=target.netloc.replace(
-        f"{target.hostname}:{target.port}", f"127.0.0.1:{forwarder.port}")))
+    forwarder, away = _forwarder_to(pg_dsn)
     deny = LedgerAuth(make_settings(away))
     allow = LedgerAuth(make_settings(away, authorize_on_db_error="allow"))
     try:
@@ -312,11 +317,7 @@ async def test_a_key_let_through_while_postgres_is_away_is_recorded_under_its_ow
     no id to give."""
     seen, seen_id, _ = await writer.add_key()
     unseen, _, unseen_hash = await writer.add_key()
-    target = urlsplit(pg_dsn)
-    assert target.hostname and target.port
-    forwarder = _Forwarder(target.hostname, target.port)
-    via = urlunsplit(target._replace(netloc=target.netloc.replace(
-        f"{target.hostname}:{target.port}", f"127.0.0.1:{forwarder.port}")))
+    forwarder, via = _forwarder_to(pg_dsn)
     await forwarder.start()
     hook = LedgerAuth(make_settings(via, authorize_on_db_error="allow"))
     try:
