@@ -51,11 +51,6 @@ class ConnectionExpiredError(ReadModelError):
     suppresses it, so it never reaches a caller."""
 
 
-# Driver errors that mean the server, not the query, failed: "unavailable", worth retrying
-# later (the same rule the workers retry by).
-_CONNECTION_ERRORS = SERVER_AWAY
-
-
 @contextmanager
 def translate_errors(what: str, timed_out: str = "timed out") -> Iterator[None]:
     """Re-raise driver errors as :class:`ReadModelError` subclasses naming ``what`` failed.
@@ -68,7 +63,7 @@ def translate_errors(what: str, timed_out: str = "timed out") -> Iterator[None]:
         raise
     except TimeoutError as exc:
         raise DatabaseTimeoutError(f"{what}: database unavailable: {timed_out}") from exc
-    except _CONNECTION_ERRORS as exc:
+    except SERVER_AWAY as exc:  # the server, not the query: the rule the workers retry by
         raise DatabaseUnavailableError(f"{what}: database unavailable: {exc}") from exc
     except asyncpg.PostgresError as exc:
         raise QueryError(f"{what}: {exc}") from exc

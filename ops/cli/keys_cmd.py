@@ -46,6 +46,7 @@ DELIVERING_COMMANDS = ("`ledger keys create`, `ledger keys revoke`, `ledger budg
                        "`ledger budgets remove`")
 # Exit status of a key command whose event is durable in the spool but not in Kafka yet.
 EXIT_SPOOLED = 3
+_SOURCE = "ledger-cli"  # the source of the events the CLI emits
 # The CLI waits this long at exit for a spool backlog to drain to a broker that answers.
 _CLOSE_TIMEOUT_S = 5.0
 _ALLOW_SPOOLED = typer.Option(False, "--allow-spooled",
@@ -91,7 +92,6 @@ def _spooled(what: str, consequence: str, allow_spooled: bool) -> None:
 # The option of `keys create` each field of ApiKeyCreated comes from.
 _OPTION_OF_FIELD = {"name": "--name", "owner": "--owner", "allowed_models": "--models",
                     "max_budget_usd": "--budget", "expires_at": "--expires"}
-_SOURCE = "ledger-cli"
 
 
 def _bad_option(exc: ValidationError) -> typer.BadParameter:
