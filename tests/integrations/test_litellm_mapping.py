@@ -155,7 +155,7 @@ async def test_with_the_broker_away_calls_are_spooled_not_lost(
         started = time.perf_counter()
         await callback.record(second, None)
         assert time.perf_counter() - started < 0.05  # emit returns at once
-        await producer.flush()
+        await callback.flush()
         stats = producer.spool_stats()
         assert stats is not None and stats.pending_bytes > 0
     finally:
