@@ -160,8 +160,10 @@ class Reservations:
                     await self._give(earlier, estimate)
                 return None, allowance
             taken.append(allowance)
-        binding = taken[0] if len(taken) == 1 else min(taken, key=lambda a: a.state.remaining)
-        # ledger.budgets.hold_id, written out: this is the hot path
+        # ledger.budgets.hold_id, written out: this is the hot path (one ceiling is the rule)
+        if len(taken) == 1:
+            return f"h1_{estimate:f}{taken[0].suffix}", taken[0].state
+        binding = min(taken, key=lambda a: a.state.remaining)
         return f"h1_{estimate:f}" + "".join(a.suffix for a in taken), binding.state
 
     def _usable(self, allowance: _Allowance | None, ceiling: Ceiling, estimate: Decimal) -> bool:

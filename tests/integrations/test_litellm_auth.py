@@ -343,3 +343,26 @@ async def test_a_key_let_through_while_postgres_is_away_is_recorded_under_its_ow
         "metadata": {"user_api_key_auth_metadata": dict(let_through.metadata)}}}
     event = LedgerCallback(make_settings(pg_dsn)).build_event(kwargs, None)
     assert event.api_key_id == seen_id
+
+
+def test_the_per_request_copy_is_what_model_copy_makes() -> None:
+    """The hook copies a key's UserAPIKeyAuth per request by hand (half model_copy's time):
+    the same fields, fields set and private attributes, and nothing shared to write into."""
+    from litellm.proxy._types import UserAPIKeyAuth
+
+    from integrations.litellm.auth import copy_for_request
+
+    grant = UserAPIKeyAuth(api_key="a" * 64, key_alias="ok", user_id="team-a",
+                           metadata={KEY_ID_FIELD: "k"})
+    metadata = {KEY_ID_FIELD: "k", HOLD_FIELD: "h1_0.5_ab"}
+    ours, theirs = copy_for_request(grant, metadata), grant.model_copy(update={"metadata": metadata})
+    assert type(ours) is type(theirs) and ours == theirs
+    assert ours.__dict__ == theirs.__dict__ and ours.metadata is metadata
+    assert ours.model_fields_set == theirs.model_fields_set
+    assert ours.__pydantic_private__ == theirs.__pydantic_private__
+    assert ours.__pydantic_extra__ == theirs.__pydantic_extra__
+    ours.request_route = "/chat/completions"  # LiteLLM writes request-scoped fields
+    ours.__pydantic_private__["_managed_delegation_verified"] = True
+    assert grant.request_route is None and grant.metadata == {KEY_ID_FIELD: "k"}
+    assert grant.__pydantic_private__ != ours.__pydantic_private__
+    assert ours.model_dump() == theirs.model_dump() | {"request_route": "/chat/completions"}
