@@ -28,7 +28,7 @@ import asyncio
 import logging
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from functools import partial
 from types import ModuleType
@@ -79,13 +79,28 @@ def refusal(decision: Decision) -> ProxyException:
 
 async def _request_body(request: Request) -> Mapping[str, Any]:
     # LiteLLM's own reader: it has already parsed (and cached) the body, JSON or multipart.
-    from litellm.proxy.common_utils.http_parsing_utils import _read_request_body
-
+    reader = _body_reader
+    if reader is None:
+        reader = _load_body_reader()
     try:
-        body = await _read_request_body(request=request)
+        body = await reader(request=request)
     except Exception:  # a body LiteLLM cannot parse is refused by LiteLLM itself afterwards
         return {}
-    return body if isinstance(body, Mapping) else {}
+    # The type check first: isinstance against the Mapping ABC costs a microsecond.
+    return body if type(body) is dict or isinstance(body, Mapping) else {}
+
+
+_body_reader: Callable[..., Awaitable[Any]] | None = None
+
+
+def _load_body_reader() -> Callable[..., Awaitable[Any]]:
+    # Imported on first use and kept, as the proxy module below: an import statement in the
+    # function ran importlib's fromlist handling on every request (a tenth of the hook).
+    global _body_reader
+    from litellm.proxy.common_utils.http_parsing_utils import _read_request_body
+
+    _body_reader = _read_request_body
+    return _read_request_body
 
 
 def _requested_model(request: Request, body: Mapping[str, Any]) -> str:
