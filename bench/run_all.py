@@ -176,8 +176,10 @@ def litellm_rows(output: str | None) -> list[tuple[str, str, str]]:
     speed = (f" (machine: sum(range(1000)) {found['calibration_sum_range_1000_us']} us, "
              f"load {found['load_average'][0]:.1f})")
     return [
-        ("LiteLLM: callback added per call, p50 / p99" + speed,
-         f"{callback['p50_us']} / {callback['p99_us']} us", "p50 <= 50 us"),
+        ("LiteLLM: callback on LiteLLM's path (validating and emitting in its own task), "
+         "p50 / p99" + speed, f"{callback['p50_us']} / {callback['p99_us']} us", "p50 <= 50 us"),
+        ("LiteLLM: the process's CPU per call over the callback's run (every step, sending "
+         "included; mean)", f"{callback['cpu_per_call_us']} us", "-"),
         ("LiteLLM: auth hook with a warm cache, p50 / p99",
          f"{auth['p50_us']} / {auth['p99_us']} us", "p99 <= 100 us"),
         ("LiteLLM: the same for keys with a budget (estimate held; keys at spread points of "
