@@ -355,7 +355,8 @@ def test_the_per_request_copy_is_what_model_copy_makes() -> None:
     grant = UserAPIKeyAuth(api_key="a" * 64, key_alias="ok", user_id="team-a",
                            metadata={KEY_ID_FIELD: "k"})
     metadata = {KEY_ID_FIELD: "k", HOLD_FIELD: "h1_0.5_ab"}
-    ours, theirs = copy_for_request(grant, metadata), grant.model_copy(update={"metadata": metadata})
+    ours = copy_for_request(grant, metadata)
+    theirs = grant.model_copy(update={"metadata": metadata})
     assert type(ours) is type(theirs) and ours == theirs
     assert ours.__dict__ == theirs.__dict__ and ours.metadata is metadata
     assert ours.model_fields_set == theirs.model_fields_set
