@@ -4,7 +4,9 @@ Every connection opened here gives up connecting after ``DB_CONNECT_TIMEOUT`` an
 server-side ``statement_timeout`` (``DB_STATEMENT_TIMEOUT``, or ``DB_MIGRATE_STATEMENT_TIMEOUT``
 for ``ledger migrate``), so no command or worker can wait forever on a server that stopped
 answering or on a lock somebody else holds. A failure to connect is a
-:class:`DatabaseConnectError` whose message names the server (password hidden) and why.
+:class:`DatabaseConnectError` whose message names the server (password hidden) and why; its
+subclass :class:`DatabaseSettingsError` (not retriable) when asyncpg refused a connection
+option before trying (``sslmode=bogus``).
 
 The read models' pool is configured in ``readmodels/readmodels.py`` (client-side timeouts,
 since a gateway must get its answer back even from a server that no longer answers at all).
@@ -18,25 +20,42 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-# Defined with the package's other errors; re-exported: callers import it from here too.
+# Defined with the package's other errors; re-exported: callers import them from here too.
 from ledger.exceptions import DatabaseConnectError as DatabaseConnectError
+from ledger.exceptions import DatabaseSettingsError as DatabaseSettingsError
 
 if TYPE_CHECKING:
     from ledger.settings import Settings
 
-# Driver errors that mean the server is away for new work (the connection failed, the server
-# is starting, shutting down or out of resources), not that the statement is wrong: worth
-# retrying later. One rule for the workers (projections.outage: retry the batch) and the
-# read models (readmodels.exceptions: "unavailable").
-SERVER_AWAY: tuple[type[BaseException], ...] = (
+# asyncpg's error for a connection option it refuses before it tries to connect (``sslmode``,
+# ``sslnegotiation``, a TLS version, ``target_session_attrs``... in the URL or a PG* variable):
+# the configuration is wrong and stays wrong however often it is tried. asyncpg derives it
+# from InterfaceError, which _AWAY lists, so ``server_away`` carves it out.
+MISCONFIGURED: tuple[type[BaseException], ...] = (asyncpg.ClientConfigurationError,)
+
+_AWAY: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable
     TimeoutError,
     asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,  # connection closed underneath us
+    asyncpg.InterfaceError,  # connection closed underneath us (not MISCONFIGURED)
     asyncpg.CannotConnectNowError,  # starting up, shutting down
     asyncpg.OperatorInterventionError,  # admin shutdown, pg_terminate_backend, timeouts
     asyncpg.InsufficientResourcesError,  # too many connections, disk full, out of memory
 )
+
+
+def server_away(exc: BaseException) -> bool:
+    """Whether a driver error means the server is away for new work, so worth retrying later.
+
+    The connection failed, the server is starting, shutting down or out of resources; not
+    that the statement is wrong, and not that our connection settings are (MISCONFIGURED).
+    One rule for the workers (projections.outage: retry the batch) and the read models
+    (readmodels.exceptions: "unavailable"). A function, not a tuple for ``except``: asyncpg's
+    class tree puts a configuration error under InterfaceError, and only a check can say
+    "InterfaceError, but not that one".
+    """
+    return isinstance(exc, _AWAY) and not isinstance(exc, MISCONFIGURED)
+
 
 URL_EXAMPLE = "postgresql://user:password@host:5432/database"
 _SCHEMES = ("postgresql", "postgres")
@@ -86,7 +105,7 @@ def connect_options(settings: Settings, statement_timeout: timedelta | None = No
 
 # What asyncpg raises when it cannot get a session: the server is away (OSError, timeout),
 # refuses us (auth, unknown database: PostgresError) or the URL is unusable (InterfaceError,
-# ValueError from its parser).
+# ValueError from its parser; an option it refuses is MISCONFIGURED, caught first).
 _CONNECT_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                      ValueError)
 
@@ -97,6 +116,9 @@ async def connect(dsn: str, settings: Settings, *, statement_timeout: timedelta 
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
             dsn, **connect_options(settings, statement_timeout))
+    except MISCONFIGURED as exc:  # before _CONNECT_FAILURES, which holds its base class
+        raise DatabaseSettingsError(
+            f"cannot connect to PostgreSQL at {redact_url(dsn)}: {one_line(exc)}") from None
     except TimeoutError:
         raise DatabaseConnectError(
             f"cannot connect to PostgreSQL at {redact_url(dsn)}: no answer within "

@@ -119,6 +119,13 @@ class DatabaseConnectError(LedgerError):
     retriable = True
 
 
+class DatabaseSettingsError(DatabaseConnectError):
+    """asyncpg refused a connection option before trying to connect (``sslmode=bogus`` in the
+    URL, a PG* variable): the setting must change, so trying again cannot help."""
+
+    retriable = False
+
+
 class UnpricedUsageError(LedgerError, ValueError):
     """The usage has units (tokens, images, seconds...) the model's prices do not cover.
 

@@ -25,7 +25,7 @@ from ledger.db import DatabaseConnectError, connect
 from ledger.events import BudgetThresholdCrossed
 from ledger.routing import event_headers, partition_key
 from ledger.settings import Settings
-from projections.outage import DB_OUTAGE
+from projections.outage import is_outage
 from projections.storage import ALERT_CHANNEL
 
 log = logging.getLogger("ledger.projector")
@@ -37,6 +37,14 @@ _CLAIM = """SELECT scope, period, period_start, threshold, limit_usd, spent, eve
 FROM budget_alerts WHERE published_at IS NULL ORDER BY crossed_at
 LIMIT $1 FOR UPDATE SKIP LOCKED"""
 _MARK = "UPDATE budget_alerts SET published_at = now() WHERE event_id = ANY($1::uuid[])"
+
+
+def _waited_out(exc: BaseException) -> bool:
+    """The brokers or PostgreSQL away: the relay retries. Not a setting that is wrong (a
+    ``DatabaseSettingsError``, not retriable): the worker stops on that."""
+    if isinstance(exc, DatabaseConnectError):
+        return exc.retriable
+    return isinstance(exc, KafkaError | OSError) or is_outage(exc)
 
 
 def alert_event(row: asyncpg.Record) -> BudgetThresholdCrossed:
@@ -57,7 +65,9 @@ class AlertRelay:
         while not stop.is_set():
             try:
                 await self._relay(stop)
-            except (KafkaError, OSError, DatabaseConnectError, *DB_OUTAGE) as exc:
+            except Exception as exc:
+                if not _waited_out(exc):
+                    raise
                 log.warning("alert relay: %s: %s; retrying in %.0fs", type(exc).__name__, exc,
                             _RETRY_S)
                 with contextlib.suppress(TimeoutError):

@@ -50,7 +50,7 @@ from projections.lifecycle import (
 )
 from projections.logidentity import Anchor, LogProbe, Verdict
 from projections.metrics import ProjectorMetrics
-from projections.outage import DB_OUTAGE
+from projections.outage import is_outage
 from projections.storage import CheckpointRecorder, DeadLetterRecorder, notify
 
 log = logging.getLogger("ledger.projector")
@@ -225,7 +225,9 @@ class ProjectionRunner:
             try:
                 self._conn = await asyncpg.connect(self._dsn, **connect_options(self.settings))
                 return self._conn
-            except DB_OUTAGE as exc:
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise  # a wrong setting or credential: waiting cannot fix it
                 self.metrics.db_retries.labels(self.projection.name).inc()
                 log.warning("%s: database unavailable (%s); retrying in %.1fs",
                             self.projection.name, exc, delay)
@@ -313,7 +315,9 @@ class ProjectionRunner:
                 self.metrics.partitions_lost.labels(self.projection.name).inc()
                 await self._resync()
                 return
-            except DB_OUTAGE as exc:
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
                 # Step 5 (outage). Nothing was committed: retry the same batch.
                 self.metrics.db_retries.labels(self.projection.name).inc()
                 log.warning("%s: database error, retrying the batch: %s", self.projection.name, exc)

@@ -3,7 +3,7 @@
 ``ReadModelError`` derives from :class:`ledger.LedgerError`, the root of the four packages'
 errors. Like the ledger's errors, every class carries ``retriable``: ``True`` means the same
 call may succeed later (the database was unreachable), ``False`` means repeating it is
-pointless.
+pointless (a wrong argument or connection setting, a query PostgreSQL rejects).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
-from ledger.db import SERVER_AWAY
+from ledger.db import MISCONFIGURED, server_away
 from ledger.exceptions import LedgerError
 
 
@@ -42,7 +42,9 @@ class QueryError(ReadModelError):
 
 
 class InvalidArgumentError(ReadModelError, ValueError):
-    """A caller passed an argument no query can answer (a limit of 0, an inverted range)."""
+    """A caller passed an argument no query can answer (a limit of 0, an inverted range), or a
+    DSN the driver refuses: not a PostgreSQL URL, or an option asyncpg rejects before it
+    connects (``sslmode=bogus``)."""
 
 
 class ConnectionExpiredError(ReadModelError):
@@ -63,7 +65,11 @@ def translate_errors(what: str, timed_out: str = "timed out") -> Iterator[None]:
         raise
     except TimeoutError as exc:
         raise DatabaseTimeoutError(f"{what}: database unavailable: {timed_out}") from exc
-    except SERVER_AWAY as exc:  # the server, not the query: the rule the workers retry by
-        raise DatabaseUnavailableError(f"{what}: database unavailable: {exc}") from exc
-    except asyncpg.PostgresError as exc:
-        raise QueryError(f"{what}: {exc}") from exc
+    except Exception as exc:
+        if server_away(exc):  # the server, not the query: the rule the workers retry by
+            raise DatabaseUnavailableError(f"{what}: database unavailable: {exc}") from exc
+        if isinstance(exc, MISCONFIGURED):  # a connection option asyncpg refuses
+            raise InvalidArgumentError(f"{what}: {exc}") from exc
+        if isinstance(exc, asyncpg.PostgresError):
+            raise QueryError(f"{what}: {exc}") from exc
+        raise

@@ -140,6 +140,21 @@ def test_an_unreachable_broker(tmp_path: Path, unreachable: str, pg_dsn: str,
     _one_line(_ledger(env, *args), "Kafka", unreachable, "KAFKA_BOOTSTRAP_SERVERS")
 
 
+@pytest.mark.parametrize("args", [*DATABASE_COMMANDS, ("project",)])
+def test_a_connection_option_the_driver_refuses_is_a_settings_error(
+    tmp_path: Path, unreachable: str, pg_dsn: str, args: tuple[str, ...]
+) -> None:
+    """The server is up; asyncpg refuses ``sslmode=bogus`` before connecting. One line naming
+    the option and the variable, exit 1 as for the other settings errors; never "unavailable",
+    and ``ledger project`` exits instead of retrying what can never work."""
+    env = _env(tmp_path, DATABASE_URL=f"{pg_dsn}?sslmode=bogus",
+               KAFKA_BOOTSTRAP_SERVERS=unreachable)
+    result = _ledger(env, *args)
+    line = _one_line(result, "sslmode", "DATABASE_URL")
+    assert result.returncode == 1
+    assert "unavailable" not in line
+
+
 def test_a_negative_budget_names_the_option(tmp_path: Path, settings: Settings) -> None:
     env = {**_env(tmp_path), **settings.environment()}
     result = _ledger(env, "keys", "create", "--name", "x", "--budget", "-5")

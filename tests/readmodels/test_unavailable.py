@@ -138,6 +138,39 @@ async def test_a_dsn_that_is_not_a_postgresql_url_is_an_invalid_argument() -> No
         await ReadModels.open("garbage")
 
 
+# Options asyncpg refuses before it tries to connect (its ClientConfigurationError, which it
+# derives from InterfaceError): the server is up, the configuration can never work.
+REFUSED_OPTIONS = [("sslmode=bogus", "sslmode"), ("sslnegotiation=bogus", "sslnegotiation"),
+                   ("ssl_min_protocol_version=SSLv3", "TLS version")]
+
+
+@pytest.mark.parametrize(("option", "named"), REFUSED_OPTIONS)
+async def test_a_connection_option_the_driver_refuses_is_an_invalid_argument_not_unavailable(
+    pg_dsn: str, option: str, named: str
+) -> None:
+    """Not ``DatabaseUnavailableError``: an operator would retry a wrong setting forever."""
+    for target in (f"{pg_dsn}?{option}", make_settings(f"{pg_dsn}?{option}")):
+        with pytest.raises(InvalidArgumentError, match=named) as raised:
+            await asyncio.wait_for(ReadModels.open(target), HANG_GUARD_S)
+        assert not isinstance(raised.value, DatabaseUnavailableError)
+        assert raised.value.retriable is False
+
+
+async def test_authorize_raises_a_refused_option_instead_of_answering_unavailable(
+    pg_dsn: str, writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new pooled connection refused by the driver's own settings check (here PGSSLMODE,
+    which asyncpg reads at every connect) is the configuration, not the server: authorize
+    raises it as it raises a QueryError, instead of answering ``unavailable``."""
+    plaintext, _, _ = await writer.add_key()
+    async with ReadModels.open(make_settings(pg_dsn, db_max_idle_conns=0, **SHORT)) as rm:
+        monkeypatch.setenv("PGSSLMODE", "bogus")
+        await rm._database().pool.expire_connections()  # the next query connects anew
+        with pytest.raises(InvalidArgumentError, match="sslmode"):
+            await asyncio.wait_for(rm.keys.authorize(plaintext, "gpt-4o"), HANG_GUARD_S)
+        assert rm.stats().authorize_unavailable == 0
+
+
 def _postgres_processes(postmaster: int) -> list[int]:
     """The postmaster and its children (backends, checkpointer...)."""
     found = [postmaster]

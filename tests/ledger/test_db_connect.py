@@ -1,0 +1,30 @@
+"""``ledger.db.connect``: a failure says whether trying again can help.
+
+A server that refuses the connection may be back later (retriable); an option in the URL
+that asyncpg refuses before it connects (``sslmode=bogus``) never works (not retriable).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.db import DatabaseConnectError, connect
+from ledger.settings import Settings
+from ops.devstack.ports import free_port
+
+
+async def test_an_unreachable_server_is_retriable() -> None:
+    url = f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/x"
+    with pytest.raises(DatabaseConnectError) as raised:
+        await connect(url, Settings(database_url=url))
+    assert raised.value.retriable is True
+    assert "s3cret" not in str(raised.value)
+
+
+async def test_an_option_the_driver_refuses_is_not_retriable(pg_dsn: str) -> None:
+    base = pg_dsn.replace("://postgres@", "://postgres:s3cret@", 1)
+    url = f"{base}?sslmode=bogus"
+    with pytest.raises(DatabaseConnectError, match="sslmode") as raised:
+        await connect(url, Settings(database_url=url))
+    assert raised.value.retriable is False
+    assert "s3cret" not in str(raised.value)
