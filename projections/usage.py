@@ -36,15 +36,16 @@ _COLUMNS = (
     "event_id", "occurred_at", "request_id", "api_key_id", "model", "requested_model",
     "provider", "prompt_tokens", "completion_tokens", "cache_read_input_tokens",
     "cache_creation_input_tokens", "reasoning_tokens", "audio_input_tokens",
-    "audio_output_tokens", "images", "input_seconds", "output_seconds", "characters",
-    "latency_ms", "status", "error_code", "cost_usd", "cost_source", "metadata", "source",
-    "service_tier", "data_residency", "vertex_location", "inference_geo",
+    "audio_output_tokens", "images", "output_images", "input_seconds", "output_seconds",
+    "characters", "latency_ms", "status", "error_code", "cost_usd", "cost_source", "metadata",
+    "source", "service_tier", "data_residency", "vertex_location", "inference_geo",
 )
 _STAGE_COLUMNS = (*_COLUMNS, "fingerprint", "hold_estimate", "hold_leases")
 _COUNTERS = (
     "prompt_tokens", "completion_tokens", "cache_read_input_tokens",
     "cache_creation_input_tokens", "reasoning_tokens", "audio_input_tokens",
-    "audio_output_tokens", "images", "input_seconds", "output_seconds", "characters",
+    "audio_output_tokens", "images", "output_images", "input_seconds", "output_seconds",
+    "characters",
 )
 
 # Staged as text and cast in the statement: metadata, because asyncpg's binary COPY has no
@@ -57,11 +58,11 @@ CREATE TEMP TABLE IF NOT EXISTS usage_stage (
     event_id uuid, occurred_at timestamptz, request_id text, api_key_id uuid, model text,
     requested_model text, provider text, prompt_tokens bigint, completion_tokens bigint,
     cache_read_input_tokens bigint, cache_creation_input_tokens bigint, reasoning_tokens bigint,
-    audio_input_tokens bigint, audio_output_tokens bigint, images bigint, input_seconds text,
-    output_seconds text, characters bigint, latency_ms bigint, status text, error_code text,
-    cost_usd text, cost_source text, metadata text, source text, service_tier text,
-    data_residency text, vertex_location text, inference_geo text, fingerprint bytea,
-    hold_estimate text, hold_leases uuid[]
+    audio_input_tokens bigint, audio_output_tokens bigint, images bigint, output_images bigint,
+    input_seconds text, output_seconds text, characters bigint, latency_ms bigint, status text,
+    error_code text, cost_usd text, cost_source text, metadata text, source text,
+    service_tier text, data_residency text, vertex_location text, inference_geo text,
+    fingerprint bytea, hold_estimate text, hold_leases uuid[]
 ) ON COMMIT DELETE ROWS
 """
 # The staged row with its own types back: what the rest of the statement reads.
