@@ -99,13 +99,15 @@ class UsageRecorded(_KeyScoped):
     v2 renamed them to the provider-neutral ``prompt_tokens``/``completion_tokens``/
     ``cost_usd`` and added the cache/audio/reasoning/media counters; v3 added how the
     request was served (``service_tier``, ``data_residency``, ``vertex_location``,
-    ``inference_geo``), which the catalog price depends on. See ledger.upcasting.
+    ``inference_geo``), which the catalog price depends on; v4 added ``output_images``,
+    the images the model generated, apart from ``images`` (input images), since the two
+    are priced differently. See ledger.upcasting.
     """
 
     topic_family = "usage"
 
     type: Literal["usage.recorded"] = "usage.recorded"
-    schema_version: Literal[3] = 3
+    schema_version: Literal[4] = 4
     request_id: NonEmptyStr
     model: NonEmptyStr
     requested_model: NonEmptyStr | None = None
@@ -117,7 +119,8 @@ class UsageRecorded(_KeyScoped):
     reasoning_tokens: Count = 0
     audio_input_tokens: Count = 0
     audio_output_tokens: Count = 0
-    images: Count = 0
+    images: Count = 0  # input images (sent to the model), priced per input image
+    output_images: Count = 0  # images the model generated, priced per output image
     input_seconds: Seconds = Decimal(0)
     output_seconds: Seconds = Decimal(0)
     characters: Count = 0

@@ -72,6 +72,7 @@ class Usage(BaseModel):
     included in ``prompt_tokens``; ``cache_creation_1h_input_tokens`` is included in
     ``cache_creation_input_tokens``; ``reasoning_tokens + audio_output_tokens`` are included
     in ``completion_tokens``. A usage that breaks this is rejected rather than guessed at.
+    ``images`` counts input images and ``output_images`` the images the model generated;
     ``characters`` counts input characters, for models priced per character.
     """
 
@@ -86,6 +87,7 @@ class Usage(BaseModel):
     audio_input_tokens: NonNegativeInt = 0
     audio_output_tokens: NonNegativeInt = 0
     images: NonNegativeInt = 0
+    output_images: NonNegativeInt = 0
     # Bounded so quantity x price always fits the exact decimal context used by ``price``.
     input_seconds: Decimal = Field(default=_ZERO, ge=0, max_digits=40)
     output_seconds: Decimal = Field(default=_ZERO, ge=0, max_digits=40)
@@ -113,7 +115,8 @@ def usage_counts(usage: Usage) -> Counts:
         usage.prompt_tokens, usage.completion_tokens, usage.cache_read_input_tokens,
         usage.cache_creation_input_tokens, usage.cache_creation_1h_input_tokens,
         usage.reasoning_tokens, usage.audio_input_tokens, usage.audio_output_tokens,
-        usage.images, usage.input_seconds, usage.output_seconds, usage.characters,
+        usage.images, usage.output_images, usage.input_seconds, usage.output_seconds,
+        usage.characters,
     )  # fmt: skip
 
 
@@ -122,12 +125,12 @@ def checked_counts(counts: Counts) -> Counts:
     ``ValidationError`` where ``Usage`` would. The common case (plain non-negative ints, zero
     seconds, parts within their totals) is checked here without building a ``Usage``, which
     costs more than pricing the request; anything else is built."""
-    for count in counts[:9]:
+    for count in counts[:10]:
         if type(count) is not int or count < 0:
             break
     else:
         # Any Decimal zero is valid seconds (tests/ledger/test_pricing_plan.py holds Usage to it).
-        input_seconds, output_seconds, characters = counts[9:]
+        input_seconds, output_seconds, characters = counts[10:]
         if (
             type(characters) is int
             and characters >= 0

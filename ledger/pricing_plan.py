@@ -32,9 +32,9 @@ __all__ = ["EXACT", "Billed", "Counts", "Plan", "PlanCache", "bill", "build_plan
 
 Side = Literal["input", "output"]
 # Counts of a request, in Usage's field order: prompt, completion, cache read, cache creation,
-# cache creation 1h, reasoning, audio input, audio output (tokens), images, input seconds,
-# output seconds, characters.
-Counts = tuple[int, int, int, int, int, int, int, int, int, Decimal, Decimal, int]
+# cache creation 1h, reasoning, audio input, audio output (tokens), input images, output
+# (generated) images, input seconds, output seconds, characters.
+Counts = tuple[int, int, int, int, int, int, int, int, int, int, Decimal, Decimal, int]
 # One billed component: (component, side, quantity, rate or None if unpriced, amount).
 Billed = tuple[str, Side, int | Decimal, Rate, Decimal]
 
@@ -134,6 +134,8 @@ def build_plan(
         ("reasoning_output", "output", rates.reasoning),
         ("audio_output", "output", rates.audio_out),
         ("output_seconds", "output", None if batch else get(prices, "output_cost_per_second")),
+        # Generated images: per output image, never at the input image price (rule 6).
+        ("output_images", "output", None if batch else get(prices, "output_cost_per_image")),
     )
     applied = uplifts(model, data_residency=data_residency, vertex_location=vertex_location,
                       inference_geo=inference_geo, batch=batch)  # fmt: skip
@@ -162,12 +164,12 @@ def bill(plan: Plan, counts: Counts) -> tuple[list[Billed], list[str], Decimal, 
     components in order, uplift lines last; the unpriced components; the exact total; and
     whether input characters were billed instead of text input tokens."""
     (prompt, completion, read, write, write_1h, reasoning, audio_in, audio_out, images,
-     input_seconds, output_seconds, characters) = counts  # fmt: skip
+     output_images, input_seconds, output_seconds, characters) = counts  # fmt: skip
     per_character = characters > 0 and plan.components[_CHARACTERS][2] is not None
     quantities: tuple[int | Decimal, ...] = (
         0 if per_character else prompt - read - write - audio_in,
         read, write - write_1h, write_1h, audio_in, characters, images, input_seconds,
-        completion - reasoning - audio_out, reasoning, audio_out, output_seconds,
+        completion - reasoning - audio_out, reasoning, audio_out, output_seconds, output_images,
     )  # fmt: skip
     billed: list[Billed] = []
     unpriced: list[str] = []
@@ -182,7 +184,7 @@ def bill(plan: Plan, counts: Counts) -> tuple[list[Billed], list[str], Decimal, 
     setcontext(EXACT)
     try:
         # Only the components used (a valid usage has no negative quantity): most requests
-        # use two or three of the twelve.
+        # use two or three of the thirteen.
         used = compress(zip(plan.components, quantities, strict=True), quantities)
         for (component, side, rate), quantity in used:
             if rate is None:

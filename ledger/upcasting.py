@@ -63,10 +63,26 @@ def _usage_recorded_v2_to_v3(old: dict[str, Any]) -> dict[str, Any]:
     return new
 
 
+def _usage_recorded_v3_to_v4(old: dict[str, Any]) -> dict[str, Any]:
+    """usage.recorded v3 -> v4: generated images get a field of their own.
+
+    v3 had one image counter, ``images``, priced as input images; it keeps that meaning, and
+    ``output_images`` (the images the model generated) is 0 for an old event. A v3 message
+    that already carries ``output_images`` is not a v3 message and is refused.
+    """
+    if "output_images" in old:
+        raise EventDecodeError("output_images: not a field of usage.recorded schema_version 3")
+    new = dict(old)
+    new["output_images"] = 0
+    new["schema_version"] = 4
+    return new
+
+
 # (event type, version it reads) -> upcaster producing version + 1.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("usage.recorded", 1): _usage_recorded_v1_to_v2,
     ("usage.recorded", 2): _usage_recorded_v2_to_v3,
+    ("usage.recorded", 3): _usage_recorded_v3_to_v4,
 }
 
 

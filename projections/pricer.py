@@ -73,7 +73,8 @@ class CatalogPricer:
                 event.prompt_tokens, event.completion_tokens, event.cache_read_input_tokens,
                 event.cache_creation_input_tokens, 0, event.reasoning_tokens,
                 event.audio_input_tokens, event.audio_output_tokens, event.images,
-                event.input_seconds, event.output_seconds, event.characters,
+                event.output_images, event.input_seconds, event.output_seconds,
+                event.characters,
             ))  # fmt: skip
         except ValidationError:
             return None, UNPRICED  # inconsistent counts: record the usage, do not guess a cost

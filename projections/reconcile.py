@@ -38,7 +38,8 @@ _SUMMED = {
     "prompt_tokens": "bigint", "completion_tokens": "bigint",
     "cache_read_input_tokens": "bigint", "cache_creation_input_tokens": "bigint",
     "reasoning_tokens": "bigint", "audio_input_tokens": "bigint",
-    "audio_output_tokens": "bigint", "images": "bigint", "input_seconds": "numeric",
+    "audio_output_tokens": "bigint", "images": "bigint", "output_images": "bigint",
+    "input_seconds": "numeric",
     "output_seconds": "numeric", "characters": "bigint",
 }
 # What a summary row must equal, each as computed from the records of its group.

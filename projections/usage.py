@@ -36,15 +36,16 @@ _COLUMNS = (
     "event_id", "occurred_at", "request_id", "api_key_id", "model", "requested_model",
     "provider", "prompt_tokens", "completion_tokens", "cache_read_input_tokens",
     "cache_creation_input_tokens", "reasoning_tokens", "audio_input_tokens",
-    "audio_output_tokens", "images", "input_seconds", "output_seconds", "characters",
-    "latency_ms", "status", "error_code", "cost_usd", "cost_source", "metadata", "source",
-    "service_tier", "data_residency", "vertex_location", "inference_geo",
+    "audio_output_tokens", "images", "output_images", "input_seconds", "output_seconds",
+    "characters", "latency_ms", "status", "error_code", "cost_usd", "cost_source", "metadata",
+    "source", "service_tier", "data_residency", "vertex_location", "inference_geo",
 )
 _STAGE_COLUMNS = (*_COLUMNS, "fingerprint", "hold_estimate", "hold_leases")
 _COUNTERS = (
     "prompt_tokens", "completion_tokens", "cache_read_input_tokens",
     "cache_creation_input_tokens", "reasoning_tokens", "audio_input_tokens",
-    "audio_output_tokens", "images", "input_seconds", "output_seconds", "characters",
+    "audio_output_tokens", "images", "output_images", "input_seconds", "output_seconds",
+    "characters",
 )
 
 # Staged as text and cast in the statement: metadata, because asyncpg's binary COPY has no
@@ -57,11 +58,11 @@ CREATE TEMP TABLE IF NOT EXISTS usage_stage (
     event_id uuid, occurred_at timestamptz, request_id text, api_key_id uuid, model text,
     requested_model text, provider text, prompt_tokens bigint, completion_tokens bigint,
     cache_read_input_tokens bigint, cache_creation_input_tokens bigint, reasoning_tokens bigint,
-    audio_input_tokens bigint, audio_output_tokens bigint, images bigint, input_seconds text,
-    output_seconds text, characters bigint, latency_ms bigint, status text, error_code text,
-    cost_usd text, cost_source text, metadata text, source text, service_tier text,
-    data_residency text, vertex_location text, inference_geo text, fingerprint bytea,
-    hold_estimate text, hold_leases uuid[]
+    audio_input_tokens bigint, audio_output_tokens bigint, images bigint, output_images bigint,
+    input_seconds text, output_seconds text, characters bigint, latency_ms bigint, status text,
+    error_code text, cost_usd text, cost_source text, metadata text, source text,
+    service_tier text, data_residency text, vertex_location text, inference_geo text,
+    fingerprint bytea, hold_estimate text, hold_leases uuid[]
 ) ON COMMIT DELETE ROWS
 """
 # The staged row with its own types back: what the rest of the statement reads.
@@ -304,41 +305,52 @@ _V3_FIELDS = frozenset({"service_tier", "data_residency", "vertex_location", "in
 # hold_id says which reservation to settle, not what was used: a copy re-sent with or
 # without it is the same event, and events from before it existed keep their fingerprint.
 _NOT_FINGERPRINTED = {"hold_id"}
-_V2_EXCLUDED = {*_V3_FIELDS, *_NOT_FINGERPRINTED}
-# How the four v3 fields serialize when all are null, the version, and hold_id (the model's
-# last field, so its last occurrence is the top-level one even if metadata has that key).
+_V3_EXCLUDED = {"output_images", *_NOT_FINGERPRINTED}  # v4 added output_images: likewise
+_V2_EXCLUDED = {*_V3_FIELDS, *_V3_EXCLUDED}
+# How the four v3 fields serialize when all are null, v4's output_images when 0, the
+# versions, and hold_id (the model's last field, so its last occurrence is the top-level
+# one even if metadata has that key).
 # Structural JSON only: inside a string every quote is escaped, so these bytes cannot
 # occur within a value, and the first occurrence is the field itself.
 _V3_NULLS = (b',"service_tier":null,"data_residency":null,"vertex_location":null,'
              b'"inference_geo":null')
-_V3_VERSION, _V2_VERSION = b'"schema_version":3', b'"schema_version":2'
+_V4_VERSION, _V3_VERSION, _V2_VERSION = (
+    b'"schema_version":4', b'"schema_version":3', b'"schema_version":2')
+_NO_OUTPUT_IMAGES = b',"output_images":0'
 _HOLD_ID = b',"hold_id":'
 
 
 def fingerprint(event: UsageRecorded) -> bytes:
     """What an event says, for telling a re-sent copy from another event reusing its id.
 
-    Defined as the digest of the event's JSON without ``hold_id``, or of its v2 form
-    (``schema_version`` 2, without the v3 fields) when the v3 fields are all null. Both are
-    cut out of the plain JSON rather than serialized with ``exclude``: that serialization
-    took ~3x as long, and this runs once per event (``fingerprint_by_definition`` is the
-    slow, defining form; a test holds them equal).
+    Defined as the digest of the event's JSON without ``hold_id``, in the oldest version
+    that says it all: its v3 form (``schema_version`` 3, without ``output_images``) when it
+    generated no image, and then its v2 form (``schema_version`` 2, without the v3 fields)
+    when the v3 fields are all null too. Both are cut out of the plain JSON rather than
+    serialized with ``exclude``: that serialization took ~3x as long, and this runs once per
+    event (``fingerprint_by_definition`` is the slow, defining form; a test holds them equal).
     """
     body = dump_usage(event)  # the wire encoding (ledger.codec), the model serializer's bytes
     body = body[:body.rindex(_HOLD_ID)] + b"}"  # drop hold_id, the last field
-    if (event.service_tier is None and event.data_residency is None
-            and event.vertex_location is None and event.inference_geo is None):
-        body = body.replace(_V3_NULLS, b"", 1).replace(_V3_VERSION, _V2_VERSION, 1)
+    if event.output_images == 0:
+        body = body.replace(_NO_OUTPUT_IMAGES, b"", 1).replace(_V4_VERSION, _V3_VERSION, 1)
+        if (event.service_tier is None and event.data_residency is None
+                and event.vertex_location is None and event.inference_geo is None):
+            body = body.replace(_V3_NULLS, b"", 1).replace(_V3_VERSION, _V2_VERSION, 1)
     return hashlib.blake2b(body, digest_size=16).digest()
 
 
 def fingerprint_by_definition(event: UsageRecorded) -> bytes:
     """``fingerprint`` computed the obvious way (for the test that holds the two equal)."""
-    if all(getattr(event, name) is None for name in _V3_FIELDS):
+    serialize = event.__pydantic_serializer__.to_json
+    if event.output_images:
+        body = serialize(event, exclude=_NOT_FINGERPRINTED)
+    elif all(getattr(event, name) is None for name in _V3_FIELDS):
         as_v2 = event.model_copy(update={"schema_version": 2})
-        body = event.__pydantic_serializer__.to_json(as_v2, exclude=_V2_EXCLUDED, warnings=False)
+        body = serialize(as_v2, exclude=_V2_EXCLUDED, warnings=False)
     else:
-        body = event.__pydantic_serializer__.to_json(event, exclude=_NOT_FINGERPRINTED)
+        as_v3 = event.model_copy(update={"schema_version": 3})
+        body = serialize(as_v3, exclude=_V3_EXCLUDED, warnings=False)
     return hashlib.blake2b(body, digest_size=16).digest()
 
 

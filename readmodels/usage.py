@@ -32,8 +32,8 @@ _RECORD_COLUMNS = """
     event_id, occurred_at, request_id, api_key_id, model, requested_model, provider, status,
     error_code, prompt_tokens, completion_tokens, cache_read_input_tokens,
     cache_creation_input_tokens, reasoning_tokens, audio_input_tokens, audio_output_tokens,
-    images, input_seconds, output_seconds, characters, latency_ms, cost_usd, cost_source,
-    metadata, source, service_tier, data_residency, vertex_location, inference_geo
+    images, output_images, input_seconds, output_seconds, characters, latency_ms, cost_usd,
+    cost_source, metadata, source, service_tier, data_residency, vertex_location, inference_geo
 """
 _RANGE = "occurred_at >= $2 AND occurred_at < $3"
 _PAGE_FIRST = "SELECT {cols} FROM usage_records WHERE {col} = $1 AND {range} " \
@@ -58,6 +58,7 @@ _SUMS = """
     COALESCE(sum(audio_input_tokens), 0) AS audio_input_tokens,
     COALESCE(sum(audio_output_tokens), 0) AS audio_output_tokens,
     COALESCE(sum(images), 0) AS images,
+    COALESCE(sum(output_images), 0) AS output_images,
     COALESCE(sum(characters), 0) AS characters,
     COALESCE(sum(input_seconds), 0) AS input_seconds,
     COALESCE(sum(output_seconds), 0) AS output_seconds,
@@ -70,27 +71,28 @@ _TOTALS = f"""
 SELECT {_SUMS} FROM (
     SELECT requests, errors, unpriced_requests, prompt_tokens, completion_tokens,
            cache_read_input_tokens, cache_creation_input_tokens, reasoning_tokens,
-           audio_input_tokens, audio_output_tokens, images, characters, input_seconds,
-           output_seconds, cost_usd, NULL::text AS status, NULL::text AS cost_source
+           audio_input_tokens, audio_output_tokens, images, output_images, characters,
+           input_seconds, output_seconds, cost_usd, NULL::text AS status,
+           NULL::text AS cost_source
       FROM monthly_usage_summaries WHERE api_key_id = $1 AND month >= $4 AND month < $5
     UNION ALL
     SELECT 1, 0, 0, prompt_tokens, completion_tokens, cache_read_input_tokens,
            cache_creation_input_tokens, reasoning_tokens, audio_input_tokens,
-           audio_output_tokens, images, characters, input_seconds, output_seconds, cost_usd,
-           status, cost_source
+           audio_output_tokens, images, output_images, characters, input_seconds,
+           output_seconds, cost_usd, status, cost_source
       FROM usage_records WHERE api_key_id = $1 AND occurred_at >= $2 AND occurred_at < $6
     UNION ALL
     SELECT 1, 0, 0, prompt_tokens, completion_tokens, cache_read_input_tokens,
            cache_creation_input_tokens, reasoning_tokens, audio_input_tokens,
-           audio_output_tokens, images, characters, input_seconds, output_seconds, cost_usd,
-           status, cost_source
+           audio_output_tokens, images, output_images, characters, input_seconds,
+           output_seconds, cost_usd, status, cost_source
       FROM usage_records WHERE api_key_id = $1 AND occurred_at >= $7 AND occurred_at < $3
 ) AS parts"""
 _SUMMARY_COLUMNS = """
     api_key_id, model, month, provider, requests, errors, unpriced_requests, prompt_tokens,
     completion_tokens, cache_read_input_tokens, cache_creation_input_tokens, reasoning_tokens,
-    audio_input_tokens, audio_output_tokens, images, characters, input_seconds, output_seconds,
-    cost_usd, first_occurred_at, last_occurred_at
+    audio_input_tokens, audio_output_tokens, images, output_images, characters, input_seconds,
+    output_seconds, cost_usd, first_occurred_at, last_occurred_at
 """
 _MONTH = f"""SELECT {_SUMMARY_COLUMNS} FROM monthly_usage_summaries
 WHERE api_key_id = $1 AND month = $2 ORDER BY model"""
@@ -129,7 +131,8 @@ class UsageRecord:
     reasoning_tokens: int
     audio_input_tokens: int
     audio_output_tokens: int
-    images: int
+    images: int  # input images
+    output_images: int  # images the model generated
     input_seconds: Decimal
     output_seconds: Decimal
     characters: int
@@ -163,7 +166,8 @@ class UsageTotals:
     reasoning_tokens: int
     audio_input_tokens: int
     audio_output_tokens: int
-    images: int
+    images: int  # input images
+    output_images: int  # images the model generated
     characters: int
     input_seconds: Decimal
     output_seconds: Decimal
@@ -194,7 +198,7 @@ class MonthlyUsage:
 _INT_TOTALS = (
     "requests", "errors", "unpriced_requests", "prompt_tokens", "completion_tokens",
     "cache_read_input_tokens", "cache_creation_input_tokens", "reasoning_tokens",
-    "audio_input_tokens", "audio_output_tokens", "images", "characters",
+    "audio_input_tokens", "audio_output_tokens", "images", "output_images", "characters",
 )
 
 

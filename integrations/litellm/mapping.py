@@ -100,7 +100,8 @@ def _usage(slo: Mapping[str, Any], slo_meta: Mapping[str, Any], hidden: Mapping[
 
 
 def token_counts(usage: Mapping[str, Any], slo: Mapping[str, Any]) -> dict[str, Any]:
-    """Every token kind LiteLLM reports, in the ledger's names (sub-counts inside totals)."""
+    """Every token kind LiteLLM reports, in the ledger's names (sub-counts inside totals),
+    and the images the model generated."""
     get = usage.get
     prompt_details = _mapping(get("prompt_tokens_details"))
     completion_details = _mapping(get("completion_tokens_details"))
@@ -117,7 +118,10 @@ def token_counts(usage: Mapping[str, Any], slo: Mapping[str, Any]) -> dict[str, 
         "reasoning_tokens": _count(completion_details.get("reasoning_tokens")),
         "audio_input_tokens": _count(prompt_details.get("audio_tokens")),
         "audio_output_tokens": _count(completion_details.get("audio_tokens")),
-        "images": _count(get("output_image_count")),
+        # Images the model generated (LiteLLM's image responses: len(data)). LiteLLM reports
+        # no count of input images (only their tokens, inside prompt_tokens), so ``images``
+        # stays 0: a generated image priced as an input image would cost 122x too little.
+        "output_images": _count(get("output_image_count")),
     }
 
 

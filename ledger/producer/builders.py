@@ -69,7 +69,8 @@ class EventBuilder:
         occurred_at: datetime | None = None,
         **fields: Any,
     ) -> UsageRecorded:
-        """A UsageRecorded; ``fields`` are the optional counters, cost_usd, metadata, and how
+        """A UsageRecorded; ``fields`` are the optional counters (``images``: input images,
+        ``output_images``: images the model generated), cost_usd, metadata, and how
         the request was served: ``service_tier`` ("priority", "flex", "batch", ...),
         ``data_residency`` ("us", "eu", "fedramp"), ``vertex_location``, ``inference_geo``."""
         fields.update(

@@ -231,6 +231,8 @@ def cost(
     audio_in: int = typer.Option(0, "--audio-in", min=0, help="part of --prompt"),
     audio_out: int = typer.Option(0, "--audio-out", min=0, help="part of --completion"),
     images: int = typer.Option(0, "--images", min=0, help="input images"),
+    output_images: int = typer.Option(
+        0, "--output-images", min=0, help="images the model generated"),
     seconds: str = typer.Option("0", "--seconds", help="audio/video seconds (a decimal)"),
     characters: int = typer.Option(0, "--characters", min=0, help="input characters"),
     at: str | None = typer.Option(
@@ -262,7 +264,8 @@ def cost(
         "prompt_tokens": prompt, "completion_tokens": completion,
         "cache_read_input_tokens": cache_read, "cache_creation_input_tokens": cache_creation,
         "reasoning_tokens": reasoning, "audio_input_tokens": audio_in,
-        "audio_output_tokens": audio_out, "images": images, "characters": characters,
+        "audio_output_tokens": audio_out, "images": images, "output_images": output_images,
+        "characters": characters,
         _seconds_side(priced.record): duration,
     }
     try:

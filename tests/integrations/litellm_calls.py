@@ -108,6 +108,16 @@ async def failure(**options: Any) -> Any:
     raise AssertionError("the mocked failure did not raise")
 
 
+async def image_generation(model: str = "gemini/gemini-3-pro-image-preview",
+                           **options: Any) -> Any:
+    """An image generation call: LiteLLM reports the images it returned as
+    ``output_image_count`` (0.134 each for this model in its price map, 0.0011 per input
+    image). Not in CALLS, whose mix the callback benchmark measures."""
+    return await litellm.aimage_generation(model=model, prompt="a cat in a hat",
+                                           mock_response=options.pop("mock_response", "x"),
+                                           **options)
+
+
 # name -> the call; the successful ones first. Each is one finished call for the callbacks.
 CALLS: dict[str, Callable[..., Awaitable[Any]]] = {
     "chat": chat, "cached_reasoning": cached_reasoning, "cache_write": cache_write,

@@ -19,7 +19,14 @@ from ledger.producer.spool import Spool, SpoolRecord
 from ledger.routing import Topics, event_headers, partition_key
 from ledger.settings import Settings
 from ops.catalog_import import CatalogImporter
-from tests.integrations.litellm_calls import CALLS, MODELS, Capture, registered, settle
+from tests.integrations.litellm_calls import (
+    CALLS,
+    MODELS,
+    Capture,
+    image_generation,
+    registered,
+    settle,
+)
 from tests.ledger.producer_helpers import consume
 from tests.projections.helpers import running_worker, wait_for_rows
 
@@ -89,6 +96,33 @@ async def test_n_calls_make_n_records_priced_as_litellm_prices_them(settings: Se
         ("gpt-4o", "success", None)]["cost_usd"]
     assert by_model[("gpt-4o", "error", None)]["error_code"] == "500"
     assert all(row["cost_usd"] > 0 for row in rows if row["status"] == "success")
+
+
+async def test_a_generated_image_is_priced_per_output_image_as_litellm_prices_it(
+    settings: Settings,
+) -> None:
+    """gemini-3-pro-image-preview: 0.134 per generated image, 0.0011 per input image; the
+    image used to arrive as an input image, 122 times too cheap."""
+    assert settings.database_url
+    capture = Capture()
+    callback = LedgerCallback(settings)
+    async with running_worker(settings, ("usage", "catalog")):
+        price_map = load_price_map(LITELLM_PRICE_MAP)
+        importer = CatalogImporter(settings, show_progress=False)
+        name = "gemini-3-pro-image-preview"
+        summary = await importer.run({name: price_map[name]},
+                                     valid_from=datetime.now(UTC) - timedelta(minutes=1))
+        await importer.wait_until_projected(summary, timeout_s=60)
+        with registered(capture, callback):
+            await image_generation("gemini/gemini-3-pro-image-preview")
+            await settle(capture, 1)
+        await wait_for_rows(settings.database_url, "SELECT count(*) FROM usage_records", 1)
+        await callback.close()
+    (row,) = await _rows(settings.database_url)
+    slo = capture.calls[0][0]["standard_logging_object"]
+    assert (row["model"], row["images"], row["output_images"]) == (name, 0, 1)
+    assert (row["cost_usd"], row["cost_source"]) == (Decimal("0.134"), "catalog")
+    assert abs(row["cost_usd"] - Decimal(repr(slo["response_cost"]))) <= FLOAT_TOLERANCE
 
 
 def _usage_record(settings: Settings) -> SpoolRecord:

@@ -25,6 +25,7 @@ from tests.integrations.litellm_calls import (
     MESSAGES,
     Capture,
     chat,
+    image_generation,
     registered,
     settle,
 )
@@ -92,6 +93,24 @@ async def test_streams_embeddings_and_failures(capture: Capture) -> None:
     fields = usage_fields(failed, response)
     assert (fields["status"], fields["error_code"]) == ("error", "500")
     assert fields["metadata"]["litellm_error_class"] == "InternalServerError"
+
+
+@pytest.mark.parametrize("model", ["gemini/gemini-3-pro-image-preview", "dall-e-3"])
+async def test_generated_images_are_output_images_not_input_images(
+    capture: Capture, model: str,
+) -> None:
+    before = len(capture.calls)
+    response = await image_generation(model)
+    await settle(capture, before + 1)
+    kwargs, _ = capture.calls[before]
+    reported = kwargs["standard_logging_object"]["metadata"]["usage_object"]
+    assert reported["output_image_count"] == len(response.data) == 1
+    fields = usage_fields(kwargs, response)
+    # LiteLLM reports no count of input images: images stays 0.
+    assert (fields.get("images", 0), fields["output_images"]) == (0, 1)
+    assert fields["metadata"]["litellm_call_type"] == "aimage_generation"
+    event = parse_event(dump_event(LedgerCallback().build_event(kwargs, response)))
+    assert (event.images, event.output_images) == (0, 1)
 
 
 async def test_a_retried_callback_builds_the_same_event(capture: Capture) -> None:

@@ -8,7 +8,7 @@ at random up to huge; every region input the rules know, on models that list an 
 are on an inference-geo provider (one at random elsewhere); moments inside, outside and on
 the edges of the off-peak windows for models that have them, and no moment at all. Counts
 are random splits of those totals: zeros, cache reads and writes (1h too), audio, reasoning,
-images, characters and seconds.
+input and generated images, characters and seconds.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def counts(rng: random.Random, prompt: int, *, huge: int = 10**40) -> tuple[Any,
     return (
         prompt, completion, cache_read, cache_creation, _part(rng, cache_creation), reasoning,
         audio_in, _part(rng, completion - reasoning),
+        rng.choice((0, 0, 0, 1, rng.randint(0, 10**4))),
         rng.choice((0, 0, 0, 1, rng.randint(0, 10**4))), seconds(), seconds(),
         rng.choice((0, 0, 0, 7, rng.randint(0, 10**6))),
     )  # fmt: skip
@@ -159,7 +160,8 @@ def cases(seed: int = 15, *, huge: int = 10**40) -> Iterator[Case]:
 COUNT_FIELDS = (
     "prompt_tokens", "completion_tokens", "cache_read_input_tokens",
     "cache_creation_input_tokens", None, "reasoning_tokens", "audio_input_tokens",
-    "audio_output_tokens", "images", "input_seconds", "output_seconds", "characters",
+    "audio_output_tokens", "images", "output_images", "input_seconds", "output_seconds",
+    "characters",
 )  # fmt: skip
 
 

@@ -40,7 +40,7 @@ def usage_fields(**overrides: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "event_id": str(uuid4()),
         "type": "usage.recorded",
-        "schema_version": 3,
+        "schema_version": 4,
         "occurred_at": "2026-11-25T09:30:00Z",
         "source": "gw",
         "api_key_id": str(KEY_ID),
@@ -141,7 +141,7 @@ def test_routing_keys_and_headers() -> None:
     )
     assert topic_for(event, topics) == "u"
     assert partition_key(event) == str(KEY_ID).encode()
-    assert event_headers(event) == [("type", b"usage.recorded"), ("schema_version", b"3")]
+    assert event_headers(event) == [("type", b"usage.recorded"), ("schema_version", b"4")]
     alias = ModelAliasSet(
         event_id=uuid4(), occurred_at=NOW, source="s", alias="fast", model="gpt-4o"
     )
@@ -187,9 +187,9 @@ def test_unknown_type_is_its_own_error() -> None:
 
 def test_newer_schema_version_is_its_own_error() -> None:
     with pytest.raises(UnsupportedSchemaVersionError) as caught:
-        parse_event(json.dumps(usage_fields(schema_version=4)).encode())
-    assert caught.value.version == 4
-    assert caught.value.current == 3
+        parse_event(json.dumps(usage_fields(schema_version=5)).encode())
+    assert caught.value.version == 5
+    assert caught.value.current == 4
     assert caught.value.reason == "unsupported_schema_version"
 
 
@@ -219,7 +219,7 @@ def test_usage_recorded_v1_is_upcast_to_the_current_version() -> None:
     }
     event = parse_event(json.dumps(v1).encode())
     assert isinstance(event, UsageRecorded)
-    assert event.schema_version == 3
+    assert event.schema_version == 4
     assert (event.prompt_tokens, event.completion_tokens) == (900, 120)
     assert event.cost_usd == Decimal("0.0021")
     assert event.cache_read_input_tokens == 0
@@ -232,11 +232,11 @@ def test_usage_recorded_v1_is_upcast_to_the_current_version() -> None:
         parse_event(json.dumps(usage_fields(schema_version=1)).encode())
 
 
-def test_usage_recorded_v2_is_upcast_to_v3_served_at_standard_rates() -> None:
+def test_usage_recorded_v2_is_upcast_served_at_standard_rates() -> None:
     v2 = usage_fields(schema_version=2, cost_usd=None)
     event = parse_event(json.dumps(v2).encode())
     assert isinstance(event, UsageRecorded)
-    assert event.schema_version == 3
+    assert event.schema_version == 4
     assert event.event_id == UUID(v2["event_id"])
     served = (event.service_tier, event.data_residency, event.vertex_location,
               event.inference_geo)  # fmt: skip
@@ -261,6 +261,35 @@ def test_usage_recorded_v3_says_how_the_request_was_served() -> None:
                        ("inference_geo", "x" * 513)]:  # fmt: skip
         with pytest.raises(EventDecodeError, match=field):
             parse_event(json.dumps(usage_fields(**{field: bad})).encode())
+
+
+def test_usage_recorded_v3_is_upcast_to_v4_with_no_generated_images() -> None:
+    # A v3 event with images: they were input images (what v3's `images` always meant).
+    v3 = usage_fields(schema_version=3, images=2, service_tier="priority")
+    event = parse_event(json.dumps(v3).encode())
+    assert isinstance(event, UsageRecorded)
+    assert event.schema_version == 4
+    assert (event.images, event.output_images) == (2, 0)
+    assert event.service_tier == "priority"
+    assert event.event_id == UUID(v3["event_id"])
+    # The v4 field under version 3 is not silently accepted.
+    with pytest.raises(EventDecodeError, match="output_images"):
+        parse_event(json.dumps({**v3, "output_images": 1}).encode())
+
+
+def test_usage_recorded_v4_counts_generated_images_apart_from_input_images() -> None:
+    event = parse_event(json.dumps(usage_fields(images=1, output_images=4)).encode())
+    assert isinstance(event, UsageRecorded)
+    assert (event.images, event.output_images) == (1, 4)
+    assert parse_event(dump_event(event)) == event
+    assert usage_fields()["schema_version"] == UsageRecorded.model_fields[
+        "schema_version"].default == 4
+    built = usage(api_key_id=KEY_ID, request_id="r", model="dall-e-3", prompt_tokens=0,
+                  completion_tokens=0, output_images=3)  # fmt: skip
+    assert (built.images, built.output_images) == (0, 3)
+    for bad in (-1, 10**9 + 1, 1.5, "2", True):
+        with pytest.raises(EventDecodeError, match="output_images"):
+            parse_event(json.dumps(usage_fields(output_images=bad)).encode())
 
 
 def test_model_upserted_keeps_raw_whole() -> None:

@@ -207,6 +207,31 @@ def test_images_per_image() -> None:
     assert b.total == D("0.0063")
 
 
+def test_generated_images_per_output_image() -> None:
+    # gemini-3-pro-image-preview: per input image 0.0011, per output image 0.134
+    b = breakdown("gemini-3-pro-image-preview", prompt_tokens=0, output_images=3)
+    assert b.amount("output_images") == D("0.402") == 3 * D("0.134")
+    (line,) = b.lines
+    assert (line.component, line.side, line.quantity, line.unit_price, line.price_key) == (
+        "output_images", "output", 3, D("0.134"), "output_cost_per_image")
+    assert b.output_cost == b.total == D("0.402") and b.complete
+
+
+def test_input_and_generated_images_are_priced_apart() -> None:
+    # 2 input images (0.0011 each) and 1 generated (0.134), 100 prompt tokens (0.000002 each).
+    b = breakdown("gemini-3-pro-image-preview", prompt_tokens=100, images=2, output_images=1)
+    assert b.amount("images") == D("0.0022")
+    assert b.amount("output_images") == D("0.134")
+    assert b.input_cost == D("0.0002") + D("0.0022")
+    assert b.total == D("0.1364")
+
+
+def test_model_priced_only_per_output_image() -> None:
+    # aiml/dall-e-3: 0.052 per output image and nothing else.
+    assert cost("aiml/dall-e-3", output_images=2) == D("0.104")
+    assert breakdown("aiml/dall-e-3", images=1).unpriced == ("images",)
+
+
 def test_seconds_per_second_exactly_as_listed() -> None:
     # azure/gpt-realtime-whisper-2026-05-06: 0.0002833333333333333 per input second
     assert cost("azure/gpt-realtime-whisper-2026-05-06", input_seconds=60) == D(
@@ -237,6 +262,16 @@ def test_unpriced_units_are_reported_not_zeroed() -> None:
     assert caught.value.unpriced == ("images",)
     assert isinstance(caught.value, LedgerError)
     assert isinstance(caught.value, ValueError)
+
+
+def test_generated_images_without_an_output_image_price_are_unpriced() -> None:
+    b = breakdown("gpt-4o", prompt_tokens=10, output_images=1)
+    assert b.unpriced == ("output_images",)
+    assert b.total == D("0.000025")
+    # An input image price is no price for a generated image (deep-research-pro lists one).
+    with pytest.raises(UnpricedUsageError) as caught:
+        cost("gemini/deep-research-pro-preview-12-2025", prompt_tokens=10, output_images=1)
+    assert caught.value.unpriced == ("output_images",)
 
 
 def test_model_without_token_prices_is_unpriced() -> None:

@@ -171,6 +171,11 @@ def test_batch_has_no_price_for_images() -> None:
     batch = breakdown("deep-research-pro-preview-12-2025", usage, service_tier="batch")
     assert standard.complete and standard.amount("images") == D("0.0033")
     assert batch.unpriced == ("images",)
+    generated = {"prompt_tokens": 100, "completion_tokens": 0, "output_images": 2}
+    assert breakdown("gemini-3-pro-image-preview", generated).total == 2 * D("0.134") + D(
+        "0.0002")
+    batch = breakdown("gemini-3-pro-image-preview", generated, service_tier="batch")
+    assert batch.unpriced == ("output_images",)
 
 
 # -- rule 12: regional uplifts -----------------------------------------------------------------

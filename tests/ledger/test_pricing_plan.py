@@ -61,7 +61,7 @@ def test_plan_cache_prices_every_model_of_the_snapshot_as_price_does() -> None:
 
 def test_counts_too_large_for_exact_arithmetic_raise_inexact_on_both_paths() -> None:
     model = next(m for m in records() if m.name == "gpt-4o")
-    counts = (10**199 + 7, 10**199, 0, 0, 0, 0, 0, 0, 0, D(0), D(0), 0)
+    counts = (10**199 + 7, 10**199, 0, 0, 0, 0, 0, 0, 0, 0, D(0), D(0), 0)
     with pytest.raises(Inexact):
         price(model, Usage(prompt_tokens=10**199 + 7, completion_tokens=10**199))
     with pytest.raises(Inexact):
@@ -98,7 +98,7 @@ def test_a_plan_is_reused_within_a_prompt_bucket_and_not_across_one() -> None:
 def test_records_are_told_apart_by_identity_and_the_cache_stays_bounded() -> None:
     plans = PlanCache(max_plans=3)
     entry = {"litellm_provider": "openai", "input_cost_per_token": 1e-06}
-    counts = (1000, 0, 0, 0, 0, 0, 0, 0, 0, D(0), D(0), 0)
+    counts = (1000, 0, 0, 0, 0, 0, 0, 0, 0, 0, D(0), D(0), 0)
     totals = []
     for step in range(10):
         # Same name, another price each time: a record per price-history row.
@@ -113,7 +113,7 @@ def test_records_are_told_apart_by_identity_and_the_cache_stays_bounded() -> Non
     D("1234567890.123456789"), D("1E+50"), D("NaN"), D("-1"), D("Infinity"),
 ])  # fmt: skip
 def test_checked_counts_accepts_and_refuses_what_usage_does(seconds: Decimal) -> None:
-    counts = (10, 5, 2, 1, 1, 3, 0, 0, 0, seconds, seconds, 0)
+    counts = (10, 5, 2, 1, 1, 3, 0, 0, 0, 0, seconds, seconds, 0)
     try:
         usage: Usage | None = Usage(**dict(zip(Usage.model_fields, counts, strict=True)))
     except ValidationError:
@@ -127,13 +127,13 @@ def test_checked_counts_accepts_and_refuses_what_usage_does(seconds: Decimal) ->
 
 
 @pytest.mark.parametrize("counts", [
-    (10, 5, 8, 3, 0, 0, 0, 0, 0, D(0), D(0), 0),  # cache parts above the prompt
-    (10, 5, 0, 3, 4, 0, 0, 0, 0, D(0), D(0), 0),  # 1h writes above all writes
-    (10, 5, 0, 0, 0, 4, 0, 2, 0, D(0), D(0), 0),  # reasoning + audio above the completion
-    (10, -1, 0, 0, 0, 0, 0, 0, 0, D(0), D(0), 0),  # negative
-    (10, 5, 0, 0, 0, 0, 0, 0, 0, D(0), D(0), -3),  # negative characters
-    (10, 5.5, 0, 0, 0, 0, 0, 0, 0, D(0), D(0), 0),  # a fractional count
-    (10, 5, 0, 0, 0, 0, 0, 0, 0, 0.0, D(0), 0),  # float seconds
+    (10, 5, 8, 3, 0, 0, 0, 0, 0, 0, D(0), D(0), 0),  # cache parts above the prompt
+    (10, 5, 0, 3, 4, 0, 0, 0, 0, 0, D(0), D(0), 0),  # 1h writes above all writes
+    (10, 5, 0, 0, 0, 4, 0, 2, 0, 0, D(0), D(0), 0),  # reasoning + audio above the completion
+    (10, -1, 0, 0, 0, 0, 0, 0, 0, 0, D(0), D(0), 0),  # negative
+    (10, 5, 0, 0, 0, 0, 0, 0, 0, 0, D(0), D(0), -3),  # negative characters
+    (10, 5.5, 0, 0, 0, 0, 0, 0, 0, 0, D(0), D(0), 0),  # a fractional count
+    (10, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, D(0), 0),  # float seconds
 ])  # fmt: skip
 def test_checked_counts_refuses_what_usage_refuses(counts: tuple[Any, ...]) -> None:
     with pytest.raises(ValidationError):
@@ -143,5 +143,5 @@ def test_checked_counts_refuses_what_usage_refuses(counts: tuple[Any, ...]) -> N
 
 
 def test_checked_counts_takes_what_usage_coerces_as_usage_has_it() -> None:
-    counts = (10, 5.0, 0, 0, 0, 0, 0, 0, 0, "1.5", D(0), 0)  # Usage takes 5.0 as 5
-    assert checked_counts(counts) == (10, 5, 0, 0, 0, 0, 0, 0, 0, D("1.5"), D(0), 0)  # type: ignore[arg-type]
+    counts = (10, 5.0, 0, 0, 0, 0, 0, 0, 0, 0, "1.5", D(0), 0)  # Usage takes 5.0 as 5
+    assert checked_counts(counts) == (10, 5, 0, 0, 0, 0, 0, 0, 0, 0, D("1.5"), D(0), 0)  # type: ignore[arg-type]

@@ -98,6 +98,8 @@ REFUSED = [
     ("count-fraction", usage(prompt_tokens=1.5)),
     ("count-negative", usage(prompt_tokens=-1)),
     ("count-too-large", usage(prompt_tokens=10**9 + 1)),
+    ("output-images-negative", usage(output_images=-1)),
+    ("output-images-fraction", usage(output_images=0.5)),
     ("count-huge-exponent", text("prompt_tokens=1e400")),
     # Booleans and nulls.
     ("enabled-string", body("api_key.created", enabled="true")),
@@ -154,7 +156,8 @@ ACCEPTED = [
     ("count-with-zero-fraction", text("prompt_tokens=1000.0")),
     ("count-exponent", text("prompt_tokens=1e3")),
     ("count-maximum", usage(prompt_tokens=10**9)),
-    ("schema-version-3.0", text("schema_version=3.0")),
+    ("output-images", usage(images=1, output_images=4)),
+    ("schema-version-4.0", text("schema_version=4.0")),
     ("zero-counts-omitted", usage(cache_read_input_tokens=DROP, images=DROP, characters=DROP)),
     ("go-nil-metadata", usage(metadata=None)),
     ("go-nil-allowed-models", body("api_key.created", allowed_models=None)),

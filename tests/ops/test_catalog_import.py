@@ -204,6 +204,13 @@ async def test_cost_without_a_database_uses_the_snapshot() -> None:
     assert re.search(r"^images +2 x unpriced", out, re.MULTILINE)
     assert out.splitlines()[-1].startswith("total 0.000025 USD (incomplete: unpriced images")
 
+    # Generated images at the output image price (0.134), not the input one (0.0011).
+    code, out = await _ledger(_env(None), "cost", "gemini-3-pro-image-preview",
+                              "--output-images", "2")
+    assert code == 0, out
+    assert re.search(r"^output_images +2 x 0.134 = 0.268 ", out, re.MULTILINE)
+    assert out.splitlines()[-1] == "total 0.268 USD"
+
     code, out = await _ledger(_env(None), "cost", "gpt-4o", "--prompt", "10",
                               "--cache-read", "20")
     assert code == 1 and out.startswith("error: cache_read + cache_creation"), out

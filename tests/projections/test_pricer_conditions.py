@@ -111,7 +111,7 @@ def test_a_v2_event_keeps_its_fingerprint_after_the_v3_upgrade() -> None:
     v2 = json.loads(_v2_example())
     event = parse_event(json.dumps({**v2, "metadata": {"team": "search"}}).encode())
     assert isinstance(event, UsageRecorded)
-    assert event.schema_version == 3
+    assert event.schema_version == 4
     assert fingerprint(event).hex() == "76eed2d5ea331a7b0fea4f5f3b361338"
     served = event.model_copy(update={"service_tier": "priority"})
     assert fingerprint(served) != fingerprint(event)

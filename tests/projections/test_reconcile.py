@@ -72,8 +72,9 @@ def _rich_event(key_id: uuid.UUID, when: datetime, *, model: str = "gpt-4o",
         event_id=uuid.uuid4(), occurred_at=when, source="test", request_id="r", provider="openai",
         api_key_id=key_id, model=model, prompt_tokens=100, completion_tokens=20,
         cache_read_input_tokens=3, cache_creation_input_tokens=4, reasoning_tokens=5,
-        audio_input_tokens=6, audio_output_tokens=7, images=1, input_seconds=Decimal("1.5"),
-        output_seconds=Decimal("0.25"), characters=9, status=status,  # type: ignore[arg-type]
+        audio_input_tokens=6, audio_output_tokens=7, images=1, output_images=2,
+        input_seconds=Decimal("1.5"), output_seconds=Decimal("0.25"), characters=9,
+        status=status,  # type: ignore[arg-type]
         cost_usd=cost)
 
 

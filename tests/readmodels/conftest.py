@@ -146,18 +146,19 @@ class Writer:
 
     async def add_usage(self, key_id: uuid.UUID, model: str, occurred_at: datetime, *,
                         prompt: int = 10, completion: int = 5, cost: Decimal | None = None,
-                        status: str = "success", event_id: uuid.UUID | None = None
-                        ) -> uuid.UUID:
+                        status: str = "success", event_id: uuid.UUID | None = None,
+                        images: int = 0, output_images: int = 0) -> uuid.UUID:
         await self.ensure_partition(occurred_at)
         event_id = event_id or uuid.uuid4()
         await self.conn.execute(
             """INSERT INTO usage_records (event_id, occurred_at, request_id, api_key_id, model,
                provider, prompt_tokens, completion_tokens, status, cost_usd, cost_source,
-               source, metadata)
+               source, metadata, images, output_images)
                VALUES ($1, $2, $3, $4, $5, 'openai', $6, $7, $8, $9, $10, 'test',
-               '{"team": "a"}'::jsonb)""",
+               '{"team": "a"}'::jsonb, $11, $12)""",
             event_id, occurred_at, f"req-{event_id.hex[:8]}", key_id, model, prompt,
-            completion, status, cost, "unpriced" if cost is None else "emitter",
+            completion, status, cost, "unpriced" if cost is None else "emitter", images,
+            output_images,
         )
         return event_id
 
@@ -166,13 +167,13 @@ class Writer:
         await self.conn.execute("DELETE FROM monthly_usage_summaries")
         await self.conn.execute(
             """INSERT INTO monthly_usage_summaries (api_key_id, model, month, requests, errors,
-               unpriced_requests, prompt_tokens, completion_tokens, cost_usd,
-               first_occurred_at, last_occurred_at)
+               unpriced_requests, prompt_tokens, completion_tokens, images, output_images,
+               cost_usd, first_occurred_at, last_occurred_at)
                SELECT api_key_id, model, date_trunc('month', occurred_at, 'UTC')::date,
                       count(*), count(*) FILTER (WHERE status = 'error'),
                       count(*) FILTER (WHERE cost_source = 'unpriced'), sum(prompt_tokens),
-                      sum(completion_tokens), COALESCE(sum(cost_usd), 0), min(occurred_at),
-                      max(occurred_at)
+                      sum(completion_tokens), sum(images), sum(output_images),
+                      COALESCE(sum(cost_usd), 0), min(occurred_at), max(occurred_at)
                FROM usage_records GROUP BY 1, 2, 3"""
         )
 

@@ -102,6 +102,23 @@ async def test_totals_across_months_use_summaries_for_whole_months(
                 got.cost_usd) == tuple(expected.values()), (start, end)
 
 
+async def test_input_and_generated_images_are_read_apart(rm: ReadModels, writer: Writer) -> None:
+    key_id = uuid.uuid4()
+    april, may = datetime(2026, 4, 10, tzinfo=UTC), datetime(2026, 5, 3, tzinfo=UTC)
+    await writer.add_usage(key_id, "gemini-3-pro-image-preview", april, images=2, output_images=1)
+    await writer.add_usage(key_id, "gemini-3-pro-image-preview", april, output_images=4)
+    await writer.add_usage(key_id, "gpt-4o", may, images=3)
+    await writer.summarize()
+    page = await rm.usage.records_by_key(key_id, april, may + timedelta(days=1))
+    assert sorted((r.images, r.output_images) for r in page.items) == [(0, 4), (2, 1), (3, 0)]
+    # April whole (from the summaries) and part of May (from the records).
+    totals = await rm.usage.totals(key_id, datetime(2026, 4, 1, tzinfo=UTC), may + timedelta(1))
+    assert (totals.images, totals.output_images) == (5, 5)
+    month = await rm.usage.monthly(key_id, april.date())
+    assert (month.totals.images, month.totals.output_images) == (2, 5)
+    assert [s.totals.output_images for s in month.by_model] == [5]
+
+
 async def test_monthly_and_summaries(rm: ReadModels, writer: Writer) -> None:
     key_id = uuid.uuid4()
     await writer.add_spend(key_id, "gpt-4o", date(2026, 1, 1), Decimal("1.25"))
