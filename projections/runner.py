@@ -155,6 +155,12 @@ class ProjectionRunner:
                     await asyncio.wait_for(consumer.stop(), timeout=_LEAVE_TIMEOUT_S)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except BaseException:
+                # Cancelled: stop was set while start() waited (a group join, a broker that
+                # does not answer). Unstopped, it leaves its client, connections and tasks.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(consumer.stop(), timeout=_LEAVE_TIMEOUT_S)
+                raise
 
     async def _fetch_stage(self, stop: asyncio.Event) -> None:
         assert self._consumer is not None

@@ -41,9 +41,9 @@ async def consume(
         enable_auto_commit=False,
         group_id=None,
     )
-    await consumer.start()
     messages: list[Any] = []
     try:
+        await consumer.start()  # inside: a consumer that failed to start must be stopped too
         deadline = asyncio.get_running_loop().time() + timeout_s
         while len(messages) < expected and asyncio.get_running_loop().time() < deadline:
             batches = await consumer.getmany(timeout_ms=500)

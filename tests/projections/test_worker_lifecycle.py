@@ -13,11 +13,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka.errors import ConsumerStoppedError
 
 from ledger.settings import Settings
 from ledger.topics import ensure_topics, topic_specs
 from ops.devstack import EmbeddedBroker
 from ops.devstack.ports import free_port
+from projections import ProjectionRunner, make_projection
 from tests.polling import wait_until
 from tests.projections.helpers import (
     emit,
@@ -127,3 +129,39 @@ async def test_sigterm_ends_a_worker_whose_batch_cannot_commit(
             worker.wait()
         await blocker.close()
         broker.stop()
+
+
+async def test_stop_while_the_consumer_is_starting_stops_that_consumer(
+    settings: Settings,
+) -> None:
+    """Stop set while ``consumer.start()`` waits (a broker that accepts but does not answer
+    holds it there; a slow group join does the same): the consumer must still be stopped,
+    or its client, connections and tasks are left behind ("Unclosed AIOKafkaConsumer")."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads the requests, never answers; returns when closed
+        writer.close()
+
+    broker = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = broker.sockets[0].getsockname()[1]
+    assert settings.database_url
+    runner = ProjectionRunner(make_projection("usage"), settings, dsn=settings.database_url,
+                              bootstrap_servers=f"127.0.0.1:{port}")
+    stop = asyncio.Event()
+    try:
+        running = asyncio.create_task(runner.run(stop))
+        await wait_until(_consumer_created(runner), 30, "the runner to create its consumer")
+        await asyncio.sleep(0.5)  # well inside start(): the silent broker holds it 40 s
+        stop.set()
+        await asyncio.wait_for(running, 15)
+    finally:
+        broker.close()
+    consumer = runner._consumer
+    assert consumer is not None
+    with pytest.raises(ConsumerStoppedError):  # what a stopped consumer answers
+        await consumer.getmany(timeout_ms=0)
+
+
+def _consumer_created(runner: ProjectionRunner) -> Callable[[], Awaitable[bool]]:
+    async def created() -> bool:
+        return runner._consumer is not None
+    return created
