@@ -399,9 +399,11 @@ def mutate(draw: st.DrawFn, event: dict[str, Any], event_type: str) -> Any:
 
 
 @st.composite
-def bodies(draw: st.DrawFn) -> bytes:
-    """A message body: a valid event, or a mutated one, in one of several JSON spellings."""
-    event_type = draw(st.sampled_from(sorted(EVENTS)))
+def bodies(draw: st.DrawFn, event_type: str | None = None) -> bytes:
+    """A message body: a valid event, or a mutated one, in one of several JSON spellings;
+    of ``event_type`` when given, else of any type."""
+    if event_type is None:
+        event_type = draw(st.sampled_from(sorted(EVENTS)))
     event: Any = draw(valid_events(event_type))
     for _ in range(draw(st.integers(0, 3))):
         event = draw(mutate(event, event_type))
