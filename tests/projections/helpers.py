@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -20,11 +21,14 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from ledger.catalog import snapshot_path
 from ledger.codec import dump_event
 from ledger.events import EventBase, UsageRecorded
 from ledger.routing import Topics, partition_key, topic_for
 from ledger.settings import Settings
 from projections import ProjectorWorker
+from projections.base import Envelope, lock_key
+from projections.usage import UsageProjection
 from tests.polling import wait_until
 
 
@@ -159,3 +163,27 @@ async def _run_without_signals(worker: ProjectorWorker) -> None:
     tasks = [asyncio.create_task(r.run(worker.stop)) for r in worker.runners]
     tasks += [asyncio.create_task(r.run(worker.stop)) for r in worker.relays]
     await asyncio.gather(*tasks)
+
+
+async def project_usage(conn: asyncpg.Connection, events: list[UsageRecorded]) -> None:
+    """Apply events with the usage projection's own code, as a worker's batch would."""
+    projection = UsageProjection()
+    envelopes = [Envelope("usage", 0, n, None, e) for n, e in enumerate(events)]
+    await projection.prepare(conn, envelopes)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))", lock_key("usage"))
+        await projection.apply(conn, envelopes)
+
+
+async def insert_snapshot_models(conn: asyncpg.Connection, names: Iterable[str],
+                                 valid_from: datetime) -> None:
+    """Catalog entries of the packaged snapshot as the catalog projection writes them: the
+    model row (names resolve through it) and its price history."""
+    snapshot = json.loads(snapshot_path().read_bytes())
+    for name in names:
+        await conn.execute(
+            "INSERT INTO models (name, provider, raw, valid_from) VALUES ($1, $2, $3, $4)",
+            name, snapshot[name].get("litellm_provider"), json.dumps(snapshot[name]), valid_from)
+        await conn.execute(
+            "INSERT INTO model_price_history (model, valid_from, raw) VALUES ($1, $2, $3)",
+            name, valid_from, json.dumps(snapshot[name]))  # fmt: skip

@@ -12,13 +12,17 @@ from typing import Any
 
 import asyncpg
 
-from ledger.catalog import snapshot_path
 from ledger.codec import parse_event
 from ledger.events import UsageRecorded
 from ledger.settings import Settings
 from projections.pricer import CatalogPricer
 from projections.usage import fingerprint
-from tests.projections.helpers import emit, running_worker, wait_for_rows
+from tests.projections.helpers import (
+    emit,
+    insert_snapshot_models,
+    running_worker,
+    wait_for_rows,
+)
 
 JUNE = datetime(2026, 6, 1, tzinfo=UTC)
 PEAK = datetime(2026, 9, 2, 8, tzinfo=UTC)  # a Wednesday, 08:00 UTC
@@ -34,23 +38,10 @@ def event(model: str, when: datetime, key: uuid.UUID | None = None, **served: An
     )  # fmt: skip
 
 
-async def _catalog(conn: asyncpg.Connection) -> None:
-    snapshot = json.loads(snapshot_path().read_bytes())
-    for name in MODELS:
-        # As the catalog projection writes them: the model row (names resolve through it)
-        # and its price history.
-        await conn.execute(
-            "INSERT INTO models (name, provider, raw, valid_from) VALUES ($1, $2, $3, $4)",
-            name, snapshot[name].get("litellm_provider"), json.dumps(snapshot[name]), JUNE)
-        await conn.execute(
-            "INSERT INTO model_price_history (model, valid_from, raw) VALUES ($1, $2, $3)",
-            name, JUNE, json.dumps(snapshot[name]))  # fmt: skip
-
-
 async def test_catalog_price_follows_occurred_at_tier_and_region(pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        await _catalog(conn)
+        await insert_snapshot_models(conn, MODELS, JUNE)
         costs = await CatalogPricer().costs(conn, [
             event("deepseek/deepseek-flash", PEAK),
             event("deepseek/deepseek-flash", OFF_PEAK),
@@ -78,7 +69,7 @@ async def test_usage_records_keep_how_each_request_was_served(settings: Settings
     assert settings.database_url
     conn = await asyncpg.connect(settings.database_url)
     try:
-        await _catalog(conn)
+        await insert_snapshot_models(conn, MODELS, JUNE)
     finally:
         await conn.close()
     key = uuid.uuid4()

@@ -35,6 +35,7 @@ from tests.polling import wait_until
 from tests.projections.helpers import (
     emit,
     ground_truth,
+    project_usage,
     random_usage,
     running_worker,
     summaries,
@@ -53,16 +54,6 @@ async def conn(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
-
-
-async def _project(conn: asyncpg.Connection, events: list[UsageRecorded]) -> None:
-    """Apply events with the usage projection's own code, as a worker's batch would."""
-    projection = UsageProjection()
-    envelopes = [Envelope("usage", 0, n, None, e) for n, e in enumerate(events)]
-    await projection.prepare(conn, envelopes)
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))", lock_key("usage"))
-        await projection.apply(conn, envelopes)
 
 
 def _rich_event(key_id: uuid.UUID, when: datetime, *, model: str = "gpt-4o",
@@ -97,7 +88,7 @@ async def test_clean_projection_has_no_differences_across_month_edges(
         datetime(2026, 10, 1, 1, 0, tzinfo=plus_two),  # 23:00 UTC: still September
         datetime(2026, 10, 31, 23, 0, tzinfo=UTC),
     ]
-    await _project(conn, [_rich_event(key, when) for when in edges]
+    await project_usage(conn, [_rich_event(key, when) for when in edges]
                    + [_rich_event(key, edges[1], cost=None, status="error")])  # unpriced
     assert await compare(conn) == []
     assert await compare(conn, Scope(month=date(2026, 9, 15))) == []
@@ -115,7 +106,7 @@ async def test_each_damaged_column_and_one_sided_row_is_reported_then_repaired(
                           Decimal("0.25"), status="error" if n == 1 else "success")
               for k in (damaged, deleted, other) for n in range(4)]
     events += [_rich_event(other, datetime(2026, 9, 9, tzinfo=UTC))]
-    await _project(conn, events)
+    await project_usage(conn, events)
     before = await _summary_rows(conn)
     changes = ", ".join(
         f"{c} = {c} - interval '1 second'" if c.endswith("_at") else f"{c} = {c} + 1"
@@ -168,7 +159,7 @@ async def test_repair_waits_for_a_batch_in_flight_and_keeps_its_events(
     when = datetime(2026, 10, 10, tzinfo=UTC)
     settled = [usage_event(key, when=when + timedelta(minutes=n)) for n in range(5)]
     in_flight = [usage_event(key, when=when + timedelta(hours=1))]
-    await _project(conn, settled)
+    await project_usage(conn, settled)
     await conn.execute("UPDATE monthly_usage_summaries SET cost_usd = cost_usd + 1")
     notified: list[Invalidation] = []
     listener = await asyncpg.connect(pg_dsn)

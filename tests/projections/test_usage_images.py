@@ -3,7 +3,6 @@ input images: the projection's COPY, its monthly sums, the pricer and reconcile.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,11 +12,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ledger.catalog import snapshot_path
 from ledger.events import UsageRecorded
-from projections.base import Envelope, lock_key
 from projections.reconcile import compare
-from projections.usage import UsageProjection
+from tests.projections.helpers import insert_snapshot_models, project_usage
 
 JUNE = datetime(2026, 6, 1, tzinfo=UTC)
 SEPTEMBER = datetime(2026, 9, 2, 8, tzinfo=UTC)
@@ -28,14 +25,7 @@ MODELS = ("gemini-3-pro-image-preview", "gpt-4o")
 async def conn(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(pg_dsn)
     try:
-        snapshot = json.loads(snapshot_path().read_bytes())
-        for name in MODELS:  # as the catalog projection writes them
-            await connection.execute(
-                "INSERT INTO models (name, provider, raw, valid_from) VALUES ($1, $2, $3, $4)",
-                name, snapshot[name].get("litellm_provider"), json.dumps(snapshot[name]), JUNE)
-            await connection.execute(
-                "INSERT INTO model_price_history (model, valid_from, raw) VALUES ($1, $2, $3)",
-                name, JUNE, json.dumps(snapshot[name]))  # fmt: skip
+        await insert_snapshot_models(connection, MODELS, JUNE)
         yield connection
     finally:
         await connection.close()
@@ -47,20 +37,11 @@ def _event(key: uuid.UUID, model: str, **counts: Any) -> UsageRecorded:
         api_key_id=key, model=model, status="success", **{"completion_tokens": 0, **counts})
 
 
-async def _project(conn: asyncpg.Connection, events: list[UsageRecorded]) -> None:
-    projection = UsageProjection()
-    envelopes = [Envelope("usage", 0, n, None, e) for n, e in enumerate(events)]
-    await projection.prepare(conn, envelopes)
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))", lock_key("usage"))
-        await projection.apply(conn, envelopes)
-
-
 async def test_generated_images_are_stored_summed_and_priced_per_output_image(
     conn: asyncpg.Connection,
 ) -> None:
     key = uuid.uuid4()
-    await _project(conn, [
+    await project_usage(conn, [
         # gemini-3-pro-image-preview: 0.000002 per prompt token, 0.0011 per input image,
         # 0.134 per output image.
         _event(key, "gemini-3-pro-image-preview", prompt_tokens=100, images=2, output_images=1),
