@@ -19,8 +19,10 @@ callback's path, in numbered steps (marked ``# Step N.`` where each happens):
 Steps 2 and 3 cost as much CPU as before they left LiteLLM's path (bench/litellm_callback.py
 measures both), and a little less: done for several calls in a row, each runs warm. While
 the producer holds its back-pressure, at most ``MAX_QUEUED_CALLS`` calls wait in step 1's
-queue and further callbacks wait too, as they did on ``emit``. Nothing the ledger does here
-can fail the user's request: every error is caught, logged and counted
+queue and further callbacks wait too, as they did on ``emit``. A call read is either handed
+to the producer or counted as not recorded: a task cancelled half-way puts what it held back
+in the queue for the next one, and ``close()`` counts what it could not hand over. Nothing
+the ledger does here can fail the user's request: every error is caught, logged and counted
 (``ledger_litellm_callback_errors_total``), at the stage where it happened.
 
 The producer starts on the first call, in the process and event loop that runs the
@@ -47,8 +49,10 @@ from ledger.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 SOURCE = "litellm"
-# Calls read but not yet handed to the producer, at most; more wait, as on emit's back-pressure.
+# Calls read and queued for steps 2 and 3, at most (besides the batch being handed over):
+# more wait, as on emit's back-pressure.
 MAX_QUEUED_CALLS = 1000
+HAND_OVER_TIMEOUT_S = 30.0  # how long close() lets the queued calls reach the producer
 _SUCCEEDED, _FAILED = CALLBACK_EVENTS.labels("success"), CALLBACK_EVENTS.labels("error")
 
 
@@ -127,61 +131,82 @@ class LedgerCallback(CustomLogger):
             if self._producer is None:
                 await self._start()
             stage = "emit"
-            emitting = self._emitting
-            if emitting is None or emitting.done():
-                if self._loop is None:  # a producer given to the constructor
-                    self._loop = asyncio.get_running_loop()
-                self._idle = None  # what an ended task awaited, if it was cancelled there
-                emitting = self._emitting = self._loop.create_task(self._emit_queued())
             # While the producer holds its back-pressure the queue fills: the callbacks wait.
-            while len(self._queued) >= MAX_QUEUED_CALLS and not emitting.done():
-                if self._room is None:
-                    self._room = asyncio.get_running_loop().create_future()
-                await asyncio.shield(self._room)
+            while len(self._queued) >= MAX_QUEUED_CALLS:
+                await self._room_in_queue()
             self._queued.append(fields)
-            idle = self._idle
-            if idle is not None:  # waking the waiting task costs a third of starting one
-                self._idle = None
-                idle.set_result(None)
+            self._wake_emitter()
         except Exception:
             self._failed(stage)
+
+    def _wake_emitter(self) -> None:
+        """Steps 2 and 3 for what is queued: the task woken if it waits, started if none runs."""
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            if not idle.done():  # done: cancelled with its task, which is ending
+                idle.set_result(None)  # waking the task costs a third of starting one
+                return
+        emitting = self._emitting
+        if emitting is None or emitting.done():
+            if self._loop is None:  # a producer given to the constructor
+                self._loop = asyncio.get_running_loop()
+            self._emitting = self._loop.create_task(self._emit_queued())
+
+    async def _room_in_queue(self) -> None:
+        if self._emitting is None or self._emitting.done():
+            self._wake_emitter()  # a task that ended would leave the queue to nobody
+        if self._room is None or self._room.done():
+            self._room = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._room)
 
     async def _emit_queued(self) -> None:
         """Steps 2 and 3 for the calls queued, until the callback closes."""
         loop = asyncio.get_running_loop()
-        while True:
-            if not self._queued:
-                drained, self._drained = self._drained, None
-                if drained is not None:
-                    drained.set_result(None)
-                self._idle = loop.create_future()
-                await self._idle
-                continue
-            fields_of_calls, self._queued = self._queued, []
-            if self._room is not None:
-                self._room.set_result(None)
-                self._room = None
-            # Step 2. All validations first, then all emits: each runs warm.
-            events = []
-            for fields in fields_of_calls:
-                try:
-                    events.append(_validated(fields))
-                except Exception:
-                    self._failed("build")
-            # Step 3.
-            for event in events:
-                producer = self._producer
-                try:
-                    if producer is None:
-                        raise RuntimeError("the producer was closed")
-                    delivery = await producer.emit(event)
-                except Exception:
-                    self._failed("emit")
+        try:
+            while True:
+                if not self._queued:
+                    self._release(self._drained)
+                    self._idle = loop.create_future()
+                    await self._idle
                     continue
-                delivery.add_done_callback(_report_delivery)
-                self.emitted += 1
-                # Children bound once: labels() costs more than the increment.
-                (_SUCCEEDED if event.status == "success" else _FAILED).inc()
+                fields_of_calls, self._queued = self._queued, []
+                self._release(self._room)
+                # Step 2. All validations first, then all emits: each runs warm.
+                events = []
+                for fields in fields_of_calls:
+                    try:
+                        events.append((fields, _validated(fields)))
+                    except Exception:
+                        self._failed("build")
+                # Step 3.
+                for index, (_, event) in enumerate(events):
+                    try:
+                        producer = self._producer
+                        if producer is None:
+                            raise RuntimeError("the producer was closed")
+                        delivery = await producer.emit(event)
+                    except asyncio.CancelledError:
+                        # Stopped half-way (close, the loop ending): what was not handed over
+                        # goes back to the head of the queue, to be counted, not forgotten.
+                        self._queued[:0] = [fields for fields, _ in events[index:]]
+                        raise
+                    except Exception:
+                        self._failed("emit")
+                        continue
+                    delivery.add_done_callback(_report_delivery)
+                    self.emitted += 1
+                    # Children bound once: labels() costs more than the increment.
+                    (_SUCCEEDED if event.status == "success" else _FAILED).inc()
+        finally:
+            # Whoever waits for room or for the hand-over looks again (and starts a new task).
+            self._release(self._room)
+            self._release(self._drained)
+
+    @staticmethod
+    def _release(waiters: asyncio.Future[None] | None) -> None:
+        if waiters is not None and not waiters.done():
+            waiters.set_result(None)
 
     def _failed(self, stage: str) -> None:
         self.errors += 1
@@ -196,13 +221,31 @@ class LedgerCallback(CustomLogger):
             await self._producer.flush()
 
     async def _hand_over(self) -> None:
-        # Until every call queued by now has been through step 3 (or the task has ended).
-        emitting = self._emitting
-        while emitting is not None and not emitting.done() and (
-                self._queued or self._idle is None):
-            if self._drained is None:
+        """Until every call queued by now has been through step 3 (a task that ended is
+        started again for what it left)."""
+        while self._queued or (self._emitting is not None and not self._emitting.done()
+                               and self._idle is None):
+            if self._emitting is None or self._emitting.done():
+                self._wake_emitter()
+            if self._drained is None or self._drained.done():
                 self._drained = asyncio.get_running_loop().create_future()
-            await asyncio.wait((emitting, self._drained), return_when=asyncio.FIRST_COMPLETED)
+            assert self._emitting is not None
+            await asyncio.wait((self._emitting, self._drained),
+                               return_when=asyncio.FIRST_COMPLETED)
+
+    async def _stop_emitter(self) -> None:
+        task, self._emitting, self._idle = self._emitting, None, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _drop_queued(self, why: str) -> None:
+        """Count the calls still queued as not recorded: the callback is closing."""
+        dropped, self._queued = len(self._queued), []
+        if dropped:
+            self.errors += dropped
+            CALLBACK_ERRORS.labels("emit").inc(dropped)
+            log.error("ledger: %d LiteLLM call(s) not recorded: %s", dropped, why)
 
     async def _start(self) -> LedgerProducer:
         # One start for every callback that arrives while Kafka is being reached.
@@ -232,17 +275,27 @@ class LedgerCallback(CustomLogger):
         return self._producer
 
     async def close(self) -> None:
-        """Flush and stop the producer (what is not delivered by then stays spooled)."""
-        await self._hand_over()  # the calls already read go to the producer first
-        if self._emitting is not None:
-            self._emitting.cancel()
-            await asyncio.gather(self._emitting, return_exceptions=True)
-        self._emitting, self._idle, self._room, self._drained = None, None, None, None
+        """Hand every queued call to the producer (for at most ``HAND_OVER_TIMEOUT_S``), then
+        flush and stop it: what is not delivered by then stays spooled. Calls still queued
+        after that (the producer held its back-pressure throughout, or they arrived while
+        it closed) are counted as errors, never kept for a later producer unannounced."""
+        try:
+            await asyncio.wait_for(self._hand_over(), HAND_OVER_TIMEOUT_S)
+        except TimeoutError:
+            log.error("ledger: the producer took no LiteLLM call for %s s while closing",
+                      HAND_OVER_TIMEOUT_S)
+        await self._stop_emitter()
+        self._drop_queued("the producer did not take them before the callback closed")
         if self.orphan_drain is not None:
             self.orphan_drain.cancel()
             await asyncio.gather(self.orphan_drain, return_exceptions=True)
         if self._producer is not None:
             await self._producer.close()
+        # Calls recorded while the producer closed met a closing producer: counted as errors.
+        await self._stop_emitter()
+        self._drop_queued("they arrived while the callback closed")
+        self._release(self._room)
+        self._room, self._drained = None, None
         # The next call starts a new producer (a closed one cannot be restarted).
         self._producer, self._starting, self.orphan_drain = None, None, None
         self._loop = None

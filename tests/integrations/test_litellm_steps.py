@@ -109,3 +109,41 @@ async def test_back_pressure_bounds_the_queue_and_reaches_the_callbacks(
     assert longest <= 5 and waited
     assert callback.emitted == 30
     assert sorted(await _request_ids(settings, 30)) == sorted(f"call-{n}" for n in range(30))
+
+
+async def test_a_call_recorded_while_the_callback_closes_is_sent_or_counted(
+        settings: Settings) -> None:
+    callback = LedgerCallback(settings)
+    await callback.record(_call(0), None)  # starts the producer
+    await callback.flush()  # the callback's task waits for calls: close() stops it at once
+    racing = asyncio.create_task(callback.record(_call(1), None))  # runs inside close()
+    await callback.close()
+    await racing
+    assert callback._queued == []  # nothing kept back for a later producer
+    assert (callback.emitted, callback.errors) == (2, 0)
+    assert await _request_ids(settings, 2) == ["call-0", "call-1"]
+
+
+async def test_calls_survive_their_task_being_cancelled_half_way(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop may cancel the callback's task (a shutdown, another library): the calls it
+    held go back to the queue and a new task takes them; callbacks waiting for room in a
+    full queue wake up and a new task starts for them."""
+    monkeypatch.setattr(callback_module, "MAX_QUEUED_CALLS", 5)
+    producer = LedgerProducer.from_settings(settings, max_pending=1)
+    await producer.start()
+    callback = LedgerCallback(producer=producer)
+    calls = [asyncio.create_task(callback.record(_call(number), None)) for number in range(20)]
+    try:
+        for _ in range(3):  # cancelled at idle or in step 3 (waiting on back-pressure)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            emitting = callback._emitting
+            assert emitting is not None
+            emitting.cancel()
+        await asyncio.wait_for(asyncio.gather(*calls), 30)
+        await callback.flush()
+    finally:
+        await callback.close()
+    assert (callback.emitted, callback.errors) == (20, 0)
+    assert sorted(await _request_ids(settings, 20)) == sorted(f"call-{n}" for n in range(20))
