@@ -64,7 +64,7 @@ def parse_event(data: bytes | str | None) -> Event:
     if "schema_version" not in event.model_fields_set:
         # The model's default would read a message without a version as the current one.
         raise EventDecodeError("schema_version: Field required")
-    if _mentions_constant(data):
+    if mentions_constant(data):
         try:  # rare: only a body that contains the words at all pays for a second parse
             json.loads(data if not isinstance(data, memoryview) else bytes(data),
                        parse_constant=refuse_constant)
@@ -78,7 +78,7 @@ def refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _mentions_constant(data: bytes | bytearray | memoryview | str) -> bool:
+def mentions_constant(data: bytes | bytearray | memoryview | str) -> bool:
     # pydantic's parser takes NaN and Infinity, which JSON (and so the schema) does not
     # have: one left where no field looks at it (under a later duplicate key) would pass.
     if type(data) is bytes:  # what Kafka hands over: no union-type isinstance on the hot path

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from ledger.codec import decode_error_from, refuse_constant
-from ledger.events import CURRENT_VERSIONS, EVENT_ADAPTER, Event
+from ledger.codec import decode_error_from, mentions_constant, refuse_constant
+from ledger.events import CURRENT_VERSIONS, EVENT_ADAPTER, Event, UsageRecorded
 from ledger.exceptions import (
     EventDecodeError,
     UnknownEventTypeError,
@@ -109,8 +109,62 @@ def upcast(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+class _UsageRecordedV3(UsageRecorded):
+    """usage.recorded v3 as written: v4's fields, its version, and no ``output_images``."""
+
+    schema_version: Literal[3] = 3  # type: ignore[assignment]
+
+
+_V3_VALIDATOR = _UsageRecordedV3.__pydantic_validator__
+_new_object, _set_attribute = object.__new__, object.__setattr__
+_OUTPUT_IMAGES = frozenset({"output_images"})
+
+
+def _usage_recorded_v3(raw: bytes | str) -> UsageRecorded | None:
+    """A usage.recorded v3 message as v4, in one validation of its JSON and one of its values
+    (the whole decode of a v3 message: 117 -> 49 us here; 18 us for v4): v3 is what most events
+    stored before v4 say. None for anything else, which the dict route then reads, refuses
+    and words: a message without a version, with ``output_images``, with NaN or Infinity.
+    tests/ledger/test_upcasting_v3.py holds both routes to the same answers."""
+    try:
+        old = _V3_VALIDATOR.validate_json(raw)
+    except ValidationError:
+        return None
+    given = old.model_fields_set
+    if "schema_version" not in given or "output_images" in given or mentions_constant(raw):
+        return None
+    # What _usage_recorded_v3_to_v4 makes of it. Its values passed v4's own field rules (the
+    # v3 model is v4's, but for the version), so the v4 event is made from them as pydantic
+    # makes a copy, without validating them a second time (a third of this route's time).
+    state = old.__dict__.copy()
+    state["schema_version"] = 4  # and output_images: already its default, 0
+    current = _new_object(UsageRecorded)
+    _set_attribute(current, "__dict__", state)
+    _set_attribute(current, "__pydantic_fields_set__", given | _OUTPUT_IMAGES)
+    _set_attribute(current, "__pydantic_extra__", None)
+    _set_attribute(current, "__pydantic_private__", None)
+    return current
+
+
 def decode_slow_path(raw: bytes | str, fast_error: ValidationError) -> Event:
     """Classify a message the fast path rejected, upcasting it when it is merely old."""
+    if _may_be_usage(raw):
+        current = _usage_recorded_v3(raw)
+        if current is not None:
+            return current
+    return decode_by_dict(raw, fast_error)
+
+
+def _may_be_usage(raw: bytes | str) -> bool:
+    # A byte search keeps the other types' failures off the v3 attempt; a type written with
+    # JSON escapes goes the dict route, which reads it all the same.
+    if isinstance(raw, str):
+        return '"usage.recorded"' in raw
+    return not isinstance(raw, bytes | bytearray) or b'"usage.recorded"' in raw
+
+
+def decode_by_dict(raw: bytes | str, fast_error: ValidationError) -> Event:
+    """The general route: the message as a dict, upcast step by step, validated again."""
     try:
         data = json.loads(raw, parse_constant=refuse_constant)
     except (ValueError, RecursionError) as error:  # bad UTF-8 or JSON, NaN, absurd nesting
