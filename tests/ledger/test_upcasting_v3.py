@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -29,7 +29,8 @@ def v3_bodies(draw: st.DrawFn) -> bytes:
             value.pop("output_images", None)
         if draw(st.integers(0, 9)):
             value["schema_version"] = 3
-    return json.dumps(value, ensure_ascii=draw(st.booleans())).encode()
+    # A lone surrogate in a value becomes bytes that are not UTF-8: a body to refuse too.
+    return json.dumps(value, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
 
 
 def _by_dict(body: bytes) -> Any:
@@ -46,8 +47,12 @@ def _by_dict(body: bytes) -> Any:
 @settings(max_examples=400, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(v3_bodies())
+@example(b'{"event_id": "e3e70682-c209-4cac-629f-6fbed82c07cd", "schema_version": 3, '
+         b'"occurred_at": "2000-01-01T00:00:00Z", "source": "usage.recorded", '
+         b'"api_key_id": "f728b4fa-4248-5e3a-0a5d-2f346baa9455", "request_id": "0", '
+         b'"model": "0", "prompt_tokens": 0, "completion_tokens": 0, "status": "success"}')
 def test_the_v3_route_answers_as_the_dict_route(body: bytes) -> None:
-    ours = _usage_recorded_v3(body)
+    ours = _usage_recorded_v3(body)  # found by CI: a body without "type" was taken as usage
     if ours is None:
         return  # the dict route reads it (or refuses it, wording the error)
     theirs = _by_dict(body)
