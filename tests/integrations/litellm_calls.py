@@ -139,13 +139,17 @@ async def settle(capture: Capture, expected: int, timeout: float = 10.0) -> None
         await asyncio.sleep(0.01)
 
 
-def proxy_request(body: dict[str, Any]) -> Request:
-    """A chat completion request as the proxy hands it to custom_auth."""
+def proxy_request(body: dict[str, Any], *, headers: list[tuple[bytes, bytes]] | None = None,
+                  ) -> Request:
+    """A chat completion request as the proxy hands it to custom_auth: the headers an HTTP
+    client sends with a JSON body (the ASGI server passes them on) unless ``headers``."""
     payload = json.dumps(body).encode()
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": payload, "more_body": False}
 
+    if headers is None:
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(payload)).encode())]
     return Request({"type": "http", "method": "POST", "path": "/v1/chat/completions",
-                    "headers": [(b"content-type", b"application/json")], "query_string": b"",
-                    "path_params": {}}, receive)
+                    "headers": headers, "query_string": b"", "path_params": {}}, receive)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,6 +14,7 @@ from uuid import UUID
 
 import pytest
 from litellm.proxy._types import ProxyException
+from prometheus_client import REGISTRY
 
 from integrations.litellm import (
     HOLD_FIELD,
@@ -135,6 +137,59 @@ async def test_the_hook_holds_the_estimate_on_the_budget_and_the_event_carries_t
     assert (event.api_key_id, event.hold_id) == (key_id, hold)
 
 
+def _held(granted: Any) -> Decimal:
+    """The estimate a grant holds, read from its hold id (h1_<estimate>_<lease>...)."""
+    return Decimal(granted.metadata[HOLD_FIELD].split("_")[1])
+
+
+async def test_the_prompt_bound_is_the_json_body_as_sent_or_as_written_again(
+    pg_dsn: str, writer: Writer
+) -> None:
+    """A JSON body's Content-Length bounds its prompt (its whitespace and escapes included);
+    without one (a chunked upload), with an encoded body or another content type, the body
+    is written again as compact JSON and measured."""
+    from pydantic_core import to_json
+
+    hook, plaintext, _ = await _hook_for_a_capped_key(pg_dsn, writer)  # 0.00001 USD a token
+    body = {"model": "gpt-4o", "max_tokens": 10,
+            "messages": [{"role": "user", "content": "h\u00e9llo " * 20}]}
+    sent = len(json.dumps(body).encode())  # ", " and ": " and \u escapes: longer than compact
+    compact = len(to_json(body))
+    assert sent > compact
+    json_type = (b"content-type", b"application/json; charset=utf-8")
+    try:
+        as_sent = await hook(_request(body), plaintext)
+        chunked = await hook(_request(body, headers=[json_type]), plaintext)
+        gzipped = await hook(_request(body, headers=[
+            json_type, (b"content-length", b"40"), (b"content-encoding", b"gzip")]), plaintext)
+        untyped = await hook(_request(body, headers=[(b"content-length", str(sent).encode())]),
+                             plaintext)
+    finally:
+        await hook.close()
+    per_token = Decimal("0.00001")
+    assert _held(as_sent) == per_token * (sent + 10)
+    for granted in (chunked, gzipped, untyped):
+        assert _held(granted) == per_token * (compact + 10)
+
+
+def test_json_bytes_sent_reads_only_a_plain_json_length() -> None:
+    from integrations.litellm.auth import json_bytes_sent
+
+    def sent(*headers: tuple[bytes, bytes]) -> int | None:
+        return json_bytes_sent(_request({}, headers=list(headers)))
+
+    json_type = (b"content-type", b"application/json")
+    assert sent(json_type, (b"content-length", b"1234")) == 1234
+    assert sent((b"content-length", b"0"), (b"content-type", b"Application/JSON ; x=y")) == 0
+    assert sent(json_type, (b"content-length", b"12"), (b"content-encoding", b"identity")) == 12
+    assert sent(json_type) is None  # chunked
+    assert sent(json_type, (b"content-length", b"12"), (b"content-encoding", b"br")) is None
+    assert sent((b"content-type", b"multipart/form-data; boundary=x"),
+                (b"content-length", b"99999")) is None  # a file is not prompt text
+    assert sent(json_type, (b"content-length", b"-3")) is None
+    assert sent(json_type, (b"content-length", b"12, 12")) is None
+
+
 async def test_a_request_for_several_choices_holds_max_tokens_for_each(
     pg_dsn: str, writer: Writer
 ) -> None:
@@ -164,7 +219,8 @@ async def test_no_estimate_is_made_for_a_key_without_a_ceiling(
 
     bounded: list[int] = []
 
-    def estimate_request(model: Model, max_tokens: int, body: Any) -> Decimal | None:
+    def estimate_request(model: Model, max_tokens: int, body: Any,
+                         sent_bytes: int | None) -> Decimal | None:
         bounded.append(max_tokens)
         return Decimal("0.01")
 
@@ -268,7 +324,10 @@ def _forwarder_to(pg_dsn: str) -> tuple[_Forwarder, str]:
 
 
 def _unavailable_count() -> float:
-    return AUTH_DECISIONS.labels("unavailable")._value.get()
+    counted = REGISTRY.get_sample_value("ledger_litellm_auth_decisions_total",
+                                        {"reason": "unavailable"})
+    assert counted is not None and counted == AUTH_DECISIONS.value("unavailable")
+    return counted
 
 
 async def test_postgres_away_at_start_answers_unavailable_and_the_next_request_retries(
@@ -346,16 +405,18 @@ async def test_a_key_let_through_while_postgres_is_away_is_recorded_under_its_ow
 
 
 def test_the_per_request_copy_is_what_model_copy_makes() -> None:
-    """The hook copies a key's UserAPIKeyAuth per request by hand (half model_copy's time):
-    the same fields, fields set and private attributes, and nothing shared to write into."""
+    """The hook copies a key's UserAPIKeyAuth per request by hand (a third of model_copy's
+    time): the same fields, fields set and private attributes, and nothing shared to write
+    into, from one request's copy to the next either."""
     from litellm.proxy._types import UserAPIKeyAuth
 
-    from integrations.litellm.auth import copy_for_request
+    from integrations.litellm.auth import RequestCopies
 
     grant = UserAPIKeyAuth(api_key="a" * 64, key_alias="ok", user_id="team-a",
                            metadata={KEY_ID_FIELD: "k"})
     metadata = {KEY_ID_FIELD: "k", HOLD_FIELD: "h1_0.5_ab"}
-    ours = copy_for_request(grant, metadata)
+    copies = RequestCopies(grant)
+    ours = copies.copy(metadata)
     theirs = grant.model_copy(update={"metadata": metadata})
     assert type(ours) is type(theirs) and ours == theirs
     assert ours.__dict__ == theirs.__dict__ and ours.metadata is metadata
@@ -367,3 +428,30 @@ def test_the_per_request_copy_is_what_model_copy_makes() -> None:
     assert grant.request_route is None and grant.metadata == {KEY_ID_FIELD: "k"}
     assert grant.__pydantic_private__ != ours.__pydantic_private__
     assert ours.model_dump() == theirs.model_dump() | {"request_route": "/chat/completions"}
+    # The next request's copy starts from the grant, not from what LiteLLM wrote into this one.
+    following = copies.copy({KEY_ID_FIELD: "k"})
+    assert following.request_route is None and "request_route" not in following.model_fields_set
+    assert following.__pydantic_private__ == theirs.__pydantic_private__
+
+
+async def test_the_hook_reads_the_body_litellm_parsed() -> None:
+    """The body custom_auth sees is the one LiteLLM's reader returns: read from the proxy's
+    parsed-body cache when it is there, as the client sent it, and parsed by LiteLLM's
+    reader when it is not."""
+    from litellm.proxy.common_utils.http_parsing_utils import _read_request_body
+
+    from integrations.litellm.auth import _request_body
+
+    body = {"model": "gpt-4o", "max_tokens": 7, "messages": [{"role": "user", "content": "hi"}]}
+    request = _request(body)
+    assert "parsed_body" not in request.scope
+    assert await _request_body(request) == body  # parsed now, and cached by LiteLLM
+    cached = request.scope["parsed_body"][1]
+    assert await _request_body(request) is cached  # read there, not copied
+    # A key put into the cached dict after parsing was not sent by the client: not read.
+    cached["user_api_key_metadata"] = {"added": "later"}
+    assert await _request_body(request) == await _read_request_body(request=request) == body
+    # A cache of another shape (a later LiteLLM's) is left to LiteLLM's reader.
+    request.scope["parsed_body"] = {"model": "other"}
+    assert await _request_body(request) == await _read_request_body(request=request)
+
