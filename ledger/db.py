@@ -4,9 +4,10 @@ Every connection opened here gives up connecting after ``DB_CONNECT_TIMEOUT`` an
 server-side ``statement_timeout`` (``DB_STATEMENT_TIMEOUT``, or ``DB_MIGRATE_STATEMENT_TIMEOUT``
 for ``ledger migrate``), so no command or worker can wait forever on a server that stopped
 answering or on a lock somebody else holds. A failure to connect is a
-:class:`DatabaseConnectError` whose message names the server (password hidden) and why; its
-subclass :class:`DatabaseSettingsError` (not retriable) when asyncpg refused a connection
-option before trying (``sslmode=bogus``).
+:class:`DatabaseConnectError` whose message names the server (password hidden) and why:
+retriable when :func:`server_away` reads it as the server away, else its subclass
+:class:`DatabaseSettingsError` (not retriable: an option asyncpg refuses, ``sslmode=bogus``;
+a password the server rejects; a database that does not exist).
 
 The read models' pool is configured in ``readmodels/readmodels.py`` (client-side timeouts,
 since a gateway must get its answer back even from a server that no longer answers at all).
@@ -105,26 +106,29 @@ def connect_options(settings: Settings, statement_timeout: timedelta | None = No
 
 # What asyncpg raises when it cannot get a session: the server is away (OSError, timeout),
 # refuses us (auth, unknown database: PostgresError) or the URL is unusable (InterfaceError,
-# ValueError from its parser; an option it refuses is MISCONFIGURED, caught first).
+# ValueError from its parser, MISCONFIGURED).
 _CONNECT_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                      ValueError)
 
 
 async def connect(dsn: str, settings: Settings, *, statement_timeout: timedelta | None = None
                   ) -> asyncpg.Connection:
-    """Open a connection bounded by the settings' timeouts, or raise one clear line."""
+    """Open a connection bounded by the settings' timeouts, or raise one clear line.
+
+    Retriable (:class:`DatabaseConnectError`) exactly when ``server_away`` says so, the rule
+    the runners retry by; anything else is a :class:`DatabaseSettingsError`, so a caller that
+    retries on ``retriable`` (the alert relay) stops where the runners stop.
+    """
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
             dsn, **connect_options(settings, statement_timeout))
-    except MISCONFIGURED as exc:  # before _CONNECT_FAILURES, which holds its base class
-        raise DatabaseSettingsError(
-            f"cannot connect to PostgreSQL at {redact_url(dsn)}: {one_line(exc)}") from None
     except TimeoutError:
         raise DatabaseConnectError(
             f"cannot connect to PostgreSQL at {redact_url(dsn)}: no answer within "
             f"{settings.db_connect_timeout.total_seconds():g}s (DB_CONNECT_TIMEOUT)") from None
     except _CONNECT_FAILURES as exc:
-        raise DatabaseConnectError(
+        error = DatabaseConnectError if server_away(exc) else DatabaseSettingsError
+        raise error(
             f"cannot connect to PostgreSQL at {redact_url(dsn)}: {one_line(exc)}") from None
     return conn
 
