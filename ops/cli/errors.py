@@ -20,7 +20,7 @@ import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from ledger.db import DatabaseConnectError, one_line, redact_url
+from ledger.db import DatabaseConnectError, connect_problem, misconfigured, one_line, redact_url
 from ledger.exceptions import LedgerError
 from ledger.settings import variable_name
 from ops.cli import context
@@ -52,6 +52,8 @@ def explain(exc: BaseException) -> str | None:
         return f"{_postgres()}: {one_line(exc)}{_hint(exc.__cause__)}"
     if isinstance(exc, LedgerError):
         return one_line(exc)
+    if misconfigured(exc):  # from `ledger project`'s runners; before OSError, its base class
+        return f"{_postgres()}: {connect_problem(exc)}"
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return f"{_postgres()}: {one_line(exc)}{_hint(exc)}"
     if isinstance(exc, KafkaError):

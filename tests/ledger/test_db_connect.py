@@ -38,3 +38,12 @@ async def test_an_unknown_database_is_not_retriable(pg_dsn: str) -> None:
     with pytest.raises(DatabaseSettingsError, match="no_such_database") as raised:
         await connect(url, Settings(database_url=url))
     assert raised.value.retriable is False
+
+
+async def test_a_certificate_file_that_is_not_there_is_not_retriable(pg_dsn: str) -> None:
+    """asyncpg reads it before connecting and raises a bare FileNotFoundError."""
+    url = f"{pg_dsn}?sslmode=verify-full&sslrootcert=/nonexistent/root.crt"
+    with pytest.raises(DatabaseSettingsError, match="sslrootcert") as raised:
+        await connect(url, Settings(database_url=url))
+    assert raised.value.retriable is False
+    assert "No such file" in str(raised.value)

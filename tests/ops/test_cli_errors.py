@@ -140,17 +140,26 @@ def test_an_unreachable_broker(tmp_path: Path, unreachable: str, pg_dsn: str,
     _one_line(_ledger(env, *args), "Kafka", unreachable, "KAFKA_BOOTSTRAP_SERVERS")
 
 
+# Connection settings asyncpg cannot use, found before it connects: an option it refuses, a
+# certificate file it cannot read (a plain FileNotFoundError), with what the line must say.
+UNUSABLE_SETTINGS = [("sslmode=bogus", ("sslmode",)),
+                     ("sslmode=verify-full&sslrootcert=/nonexistent/root.crt",
+                      ("sslrootcert", "No such file"))]
+
+
+@pytest.mark.parametrize(("option", "named"), UNUSABLE_SETTINGS)
 @pytest.mark.parametrize("args", [*DATABASE_COMMANDS, ("project",)])
 def test_a_connection_option_the_driver_refuses_is_a_settings_error(
-    tmp_path: Path, unreachable: str, pg_dsn: str, args: tuple[str, ...]
+    tmp_path: Path, unreachable: str, pg_dsn: str, args: tuple[str, ...], option: str,
+    named: tuple[str, ...]
 ) -> None:
-    """The server is up; asyncpg refuses ``sslmode=bogus`` before connecting. One line naming
-    the option and the variable, exit 1 as for the other settings errors; never "unavailable",
+    """The server is up; asyncpg refuses the option before connecting. One line naming the
+    option and the variable, exit 1 as for the other settings errors; never "unavailable",
     and ``ledger project`` exits instead of retrying what can never work."""
-    env = _env(tmp_path, DATABASE_URL=f"{pg_dsn}?sslmode=bogus",
+    env = _env(tmp_path, DATABASE_URL=f"{pg_dsn}?{option}",
                KAFKA_BOOTSTRAP_SERVERS=unreachable)
     result = _ledger(env, *args)
-    line = _one_line(result, "sslmode", "DATABASE_URL")
+    line = _one_line(result, *named, "DATABASE_URL")
     assert result.returncode == 1
     assert "unavailable" not in line
 
