@@ -47,7 +47,7 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, ValidationError):
         return _invalid(exc)
     if isinstance(exc, DatabaseConnectError):
-        return f"{one_line(exc)} ({_origin('database_url')})"
+        return connect_failure(exc)
     if isinstance(exc, ReadModelError):  # before LedgerError, its root: name the server
         return f"{_postgres()}: {one_line(exc)}{_hint(exc.__cause__)}"
     if isinstance(exc, LedgerError):
@@ -64,6 +64,11 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):  # a file or directory: the message names it
         return one_line(exc)
     return None
+
+
+def connect_failure(exc: DatabaseConnectError) -> str:
+    """The server, why it could not be connected to, and the variable its URL came from."""
+    return f"{one_line(exc)} ({_origin('database_url')})"
 
 
 def usage_line(exc: typer.TyperException) -> str:
