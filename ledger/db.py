@@ -4,9 +4,11 @@ Every connection opened here gives up connecting after ``DB_CONNECT_TIMEOUT`` an
 server-side ``statement_timeout`` (``DB_STATEMENT_TIMEOUT``, or ``DB_MIGRATE_STATEMENT_TIMEOUT``
 for ``ledger migrate``), so no command or worker can wait forever on a server that stopped
 answering or on a lock somebody else holds. A failure to connect is a
-:class:`DatabaseConnectError` whose message names the server (password hidden) and why; its
-subclass :class:`DatabaseSettingsError` (not retriable) when asyncpg refused a connection
-option before trying (``sslmode=bogus``).
+:class:`DatabaseConnectError` whose message names the server (password hidden) and why:
+retriable when :func:`server_away` reads it as the server away, else its subclass
+:class:`DatabaseSettingsError` (not retriable: an option asyncpg refuses, ``sslmode=bogus``;
+a certificate file the settings name that is not there; a password the server rejects; a
+database that does not exist).
 
 The read models' pool is configured in ``readmodels/readmodels.py`` (client-side timeouts,
 since a gateway must get its answer back even from a server that no longer answers at all).
@@ -33,6 +35,43 @@ if TYPE_CHECKING:
 # from InterfaceError, which _AWAY lists, so ``server_away`` carves it out.
 MISCONFIGURED: tuple[type[BaseException], ...] = (asyncpg.ClientConfigurationError,)
 
+# Where asyncpg reads its connection arguments, before any I/O. It loads the TLS files they
+# name there (sslrootcert, sslcert, sslkey, sslcrl; in the URL or PGSSL* variables), and one
+# it cannot read raises a bare OSError: FileNotFoundError(2) without a file name, or
+# IsADirectoryError, or ssl.SSLError for a file that holds no certificate. By type that is a
+# network error, and a Unix socket the server has not created yet (it is starting) raises the
+# very same FileNotFoundError(2), which must stay "away". Only where it was raised tells them
+# apart. tests/projections/test_outage.py pins both, should asyncpg rename this function.
+_READING_ARGUMENTS = ("asyncpg.connect_utils", "_parse_connect_dsn_and_args")
+
+
+def _raised_reading_arguments(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while asyncpg read its connection arguments."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if (frame.f_globals.get("__name__"), frame.f_code.co_name) == _READING_ARGUMENTS:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def misconfigured(exc: BaseException) -> bool:
+    """Whether a driver error means our connection settings are wrong, found before asyncpg
+    tried to connect: an option it refuses (MISCONFIGURED), or a file they name that it cannot
+    read. Trying again cannot help; the setting must change."""
+    return isinstance(exc, MISCONFIGURED) or (
+        isinstance(exc, OSError) and _raised_reading_arguments(exc))
+
+
+def connect_problem(exc: BaseException) -> str:
+    """What is wrong, on one line. asyncpg's OSError for a file the settings name says only
+    "No such file or directory", so the line says which settings name files."""
+    if isinstance(exc, OSError) and _raised_reading_arguments(exc):
+        return ("cannot read a TLS file the connection settings name (sslrootcert, sslcert, "
+                f"sslkey or sslcrl, or their PGSSL* variables): {one_line(exc)}")
+    return one_line(exc)
+
 _AWAY: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable
     TimeoutError,
@@ -48,13 +87,14 @@ def server_away(exc: BaseException) -> bool:
     """Whether a driver error means the server is away for new work, so worth retrying later.
 
     The connection failed, the server is starting, shutting down or out of resources; not
-    that the statement is wrong, and not that our connection settings are (MISCONFIGURED).
+    that the statement is wrong, and not that our connection settings are (``misconfigured``:
+    an option asyncpg refuses, a certificate file it cannot read).
     One rule for the workers (projections.outage: retry the batch) and the read models
     (readmodels.exceptions: "unavailable"). A function, not a tuple for ``except``: asyncpg's
     class tree puts a configuration error under InterfaceError, and only a check can say
     "InterfaceError, but not that one".
     """
-    return isinstance(exc, _AWAY) and not isinstance(exc, MISCONFIGURED)
+    return isinstance(exc, _AWAY) and not misconfigured(exc)
 
 
 URL_EXAMPLE = "postgresql://user:password@host:5432/database"
@@ -105,27 +145,31 @@ def connect_options(settings: Settings, statement_timeout: timedelta | None = No
 
 # What asyncpg raises when it cannot get a session: the server is away (OSError, timeout),
 # refuses us (auth, unknown database: PostgresError) or the URL is unusable (InterfaceError,
-# ValueError from its parser; an option it refuses is MISCONFIGURED, caught first).
+# ValueError from its parser, MISCONFIGURED).
 _CONNECT_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
                      ValueError)
 
 
 async def connect(dsn: str, settings: Settings, *, statement_timeout: timedelta | None = None
                   ) -> asyncpg.Connection:
-    """Open a connection bounded by the settings' timeouts, or raise one clear line."""
+    """Open a connection bounded by the settings' timeouts, or raise one clear line.
+
+    Retriable (:class:`DatabaseConnectError`) exactly when ``server_away`` says so, the rule
+    the runners retry by; anything else is a :class:`DatabaseSettingsError`, so a caller that
+    retries on ``retriable`` (the alert relay) stops where the runners stop.
+    """
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
             dsn, **connect_options(settings, statement_timeout))
-    except MISCONFIGURED as exc:  # before _CONNECT_FAILURES, which holds its base class
-        raise DatabaseSettingsError(
-            f"cannot connect to PostgreSQL at {redact_url(dsn)}: {one_line(exc)}") from None
     except TimeoutError:
         raise DatabaseConnectError(
             f"cannot connect to PostgreSQL at {redact_url(dsn)}: no answer within "
             f"{settings.db_connect_timeout.total_seconds():g}s (DB_CONNECT_TIMEOUT)") from None
     except _CONNECT_FAILURES as exc:
-        raise DatabaseConnectError(
-            f"cannot connect to PostgreSQL at {redact_url(dsn)}: {one_line(exc)}") from None
+        error = DatabaseConnectError if server_away(exc) else DatabaseSettingsError
+        raise error(
+            f"cannot connect to PostgreSQL at {redact_url(dsn)}: {connect_problem(exc)}"
+        ) from None
     return conn
 
 

@@ -120,8 +120,10 @@ class DatabaseConnectError(LedgerError):
 
 
 class DatabaseSettingsError(DatabaseConnectError):
-    """asyncpg refused a connection option before trying to connect (``sslmode=bogus`` in the
-    URL, a PG* variable): the setting must change, so trying again cannot help."""
+    """The connection settings are wrong, not the server away (``ledger.db.server_away``):
+    asyncpg refused an option before trying (``sslmode=bogus`` in the URL, a PG* variable),
+    or the server rejected the password or knows no such database. The setting must change,
+    so trying again cannot help."""
 
     retriable = False
 

@@ -41,7 +41,9 @@ _MARK = "UPDATE budget_alerts SET published_at = now() WHERE event_id = ANY($1::
 
 def _waited_out(exc: BaseException) -> bool:
     """The brokers or PostgreSQL away: the relay retries. Not a setting that is wrong (a
-    ``DatabaseSettingsError``, not retriable): the worker stops on that."""
+    ``DatabaseSettingsError``: an option asyncpg refuses, a rejected password, an unknown
+    database): ``ledger.db.connect`` decides that by ``server_away``, the rule the runners
+    retry by, so the relay raises it and the worker stops as it does for a runner."""
     if isinstance(exc, DatabaseConnectError):
         return exc.retriable
     return isinstance(exc, KafkaError | OSError) or is_outage(exc)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
-from ledger.db import MISCONFIGURED, server_away
+from ledger.db import connect_problem, misconfigured, server_away
 from ledger.exceptions import LedgerError
 
 
@@ -44,7 +44,7 @@ class QueryError(ReadModelError):
 class InvalidArgumentError(ReadModelError, ValueError):
     """A caller passed an argument no query can answer (a limit of 0, an inverted range), or a
     DSN the driver refuses: not a PostgreSQL URL, or an option asyncpg rejects before it
-    connects (``sslmode=bogus``)."""
+    connects (``sslmode=bogus``, a ``sslrootcert`` file that is not there)."""
 
 
 class ConnectionExpiredError(ReadModelError):
@@ -68,8 +68,8 @@ def translate_errors(what: str, timed_out: str = "timed out") -> Iterator[None]:
     except Exception as exc:
         if server_away(exc):  # the server, not the query: the rule the workers retry by
             raise DatabaseUnavailableError(f"{what}: database unavailable: {exc}") from exc
-        if isinstance(exc, MISCONFIGURED):  # a connection option asyncpg refuses
-            raise InvalidArgumentError(f"{what}: {exc}") from exc
+        if misconfigured(exc):  # an option asyncpg refuses, a certificate file not there
+            raise InvalidArgumentError(f"{what}: {connect_problem(exc)}") from exc
         if isinstance(exc, asyncpg.PostgresError):
             raise QueryError(f"{what}: {exc}") from exc
         raise

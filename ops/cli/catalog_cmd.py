@@ -26,6 +26,7 @@ from ledger.fields import DATA_RESIDENCIES, SERVICE_TIERS, DataResidency, Servic
 from ledger.pricing import CostBreakdown, Usage, price
 from ops.catalog_import import CatalogImporter, ImportSummary, read_source
 from ops.cli import context
+from ops.cli.errors import connect_failure
 from ops.exceptions import CatalogLookupError, CostOptionError
 from readmodels.catalog_lookup import ModelMatch, ResolvedModel, aliases_of, catalog_is_empty
 from readmodels.catalog_lookup import resolve as resolve_in_db
@@ -184,6 +185,8 @@ async def _from_database(name: str) -> _Priced | str:
     try:
         conn = await connect(context.database_url(), context.settings())
     except DatabaseConnectError as exc:
+        if not exc.retriable:  # the server may be fine; a setting is wrong: say which
+            return f"a database setting is wrong: {connect_failure(exc)}"
         return f"database not reachable ({exc})"
     try:
         try:

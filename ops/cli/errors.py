@@ -20,7 +20,7 @@ import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from ledger.db import DatabaseConnectError, one_line, redact_url
+from ledger.db import DatabaseConnectError, connect_problem, misconfigured, one_line, redact_url
 from ledger.exceptions import LedgerError
 from ledger.settings import variable_name
 from ops.cli import context
@@ -47,11 +47,13 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, ValidationError):
         return _invalid(exc)
     if isinstance(exc, DatabaseConnectError):
-        return f"{one_line(exc)} ({_origin('database_url')})"
+        return connect_failure(exc)
     if isinstance(exc, ReadModelError):  # before LedgerError, its root: name the server
         return f"{_postgres()}: {one_line(exc)}{_hint(exc.__cause__)}"
     if isinstance(exc, LedgerError):
         return one_line(exc)
+    if misconfigured(exc):  # from `ledger project`'s runners; before OSError, its base class
+        return f"{_postgres()}: {connect_problem(exc)}"
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return f"{_postgres()}: {one_line(exc)}{_hint(exc)}"
     if isinstance(exc, KafkaError):
@@ -62,6 +64,11 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):  # a file or directory: the message names it
         return one_line(exc)
     return None
+
+
+def connect_failure(exc: DatabaseConnectError) -> str:
+    """The server, why it could not be connected to, and the variable its URL came from."""
+    return f"{one_line(exc)} ({_origin('database_url')})"
 
 
 def usage_line(exc: typer.TyperException) -> str:

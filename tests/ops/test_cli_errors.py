@@ -38,6 +38,11 @@ DATABASE_COMMANDS = [
 ]
 # Every command that talks to Kafka once PostgreSQL has answered (or without it).
 KAFKA_COMMANDS = [("topics", "ensure"), ("status",), ("rebuild", "keys")]
+# Connection settings asyncpg cannot use, found before it connects: an option it refuses, a
+# certificate file it cannot read (a plain FileNotFoundError), with what the line must say.
+UNUSABLE_SETTINGS = [("sslmode=bogus", ("sslmode",)),
+                     ("sslmode=verify-full&sslrootcert=/nonexistent/root.crt",
+                      ("sslrootcert", "No such file"))]
 
 
 def _instance(cls: type[BaseException]) -> BaseException:
@@ -140,17 +145,19 @@ def test_an_unreachable_broker(tmp_path: Path, unreachable: str, pg_dsn: str,
     _one_line(_ledger(env, *args), "Kafka", unreachable, "KAFKA_BOOTSTRAP_SERVERS")
 
 
+@pytest.mark.parametrize(("option", "named"), UNUSABLE_SETTINGS)
 @pytest.mark.parametrize("args", [*DATABASE_COMMANDS, ("project",)])
 def test_a_connection_option_the_driver_refuses_is_a_settings_error(
-    tmp_path: Path, unreachable: str, pg_dsn: str, args: tuple[str, ...]
+    tmp_path: Path, unreachable: str, pg_dsn: str, args: tuple[str, ...], option: str,
+    named: tuple[str, ...]
 ) -> None:
-    """The server is up; asyncpg refuses ``sslmode=bogus`` before connecting. One line naming
-    the option and the variable, exit 1 as for the other settings errors; never "unavailable",
+    """The server is up; asyncpg refuses the option before connecting. One line naming the
+    option and the variable, exit 1 as for the other settings errors; never "unavailable",
     and ``ledger project`` exits instead of retrying what can never work."""
-    env = _env(tmp_path, DATABASE_URL=f"{pg_dsn}?sslmode=bogus",
+    env = _env(tmp_path, DATABASE_URL=f"{pg_dsn}?{option}",
                KAFKA_BOOTSTRAP_SERVERS=unreachable)
     result = _ledger(env, *args)
-    line = _one_line(result, "sslmode", "DATABASE_URL")
+    line = _one_line(result, *named, "DATABASE_URL")
     assert result.returncode == 1
     assert "unavailable" not in line
 
@@ -179,6 +186,24 @@ def test_cost_falls_back_to_the_snapshot_when_the_database_is_unreachable(
     assert result.stderr == ""
     assert ("database not reachable (cannot connect to PostgreSQL at "
             f"postgresql://postgres@{unreachable}/x") in result.stdout
+
+
+@pytest.mark.parametrize(("option", "named"), UNUSABLE_SETTINGS)
+def test_cost_names_a_wrong_database_setting_then_falls_back_to_the_snapshot(
+    tmp_path: Path, pg_dsn: str, option: str, named: tuple[str, ...]
+) -> None:
+    """The server is up and the setting can never work: the prices line says which setting
+    is wrong and where it came from, not "not reachable"; the cost is still given."""
+    env = _env(tmp_path, DATABASE_URL=f"{pg_dsn}?{option}")
+    result = _ledger(env, "cost", "gpt-4o", "--prompt", "10")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    prices = [line for line in result.stdout.splitlines() if line.startswith("prices: ")]
+    assert len(prices) == 1 and "packaged snapshot" in prices[0], result.stdout
+    assert "not reachable" not in prices[0]
+    for needle in ("database setting", *named, "(DATABASE_URL)"):
+        assert needle in prices[0], prices[0]
+    assert result.stdout.splitlines()[-1] == "total 0.000025 USD"
 
 
 def test_project_keeps_retrying_an_unreachable_database(tmp_path: Path,

@@ -7,6 +7,8 @@ from ``InterfaceError``, which the rule lists for a connection closed underneath
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 import pytest
 
@@ -31,6 +33,30 @@ async def test_a_connection_option_the_driver_refuses_is_not_an_outage(
     error = await _connect_error(f"{pg_dsn}?{option}")
     assert isinstance(error, asyncpg.ClientConfigurationError)
     assert not is_outage(error)
+
+
+# A file the settings name that asyncpg cannot read while it reads its arguments: a plain
+# OSError (no ClientConfigurationError), with nothing on it that names the file.
+SETTINGS_FILES = ["sslmode=verify-full&sslrootcert=/nonexistent/root.crt",
+                  "sslmode=require&sslcert=/nonexistent/client.crt",
+                  "sslmode=verify-full&sslrootcert=/"]
+
+
+@pytest.mark.parametrize("option", SETTINGS_FILES)
+async def test_a_file_the_settings_name_that_cannot_be_read_is_not_an_outage(
+    pg_dsn: str, option: str
+) -> None:
+    error = await _connect_error(f"{pg_dsn}?{option}")
+    assert isinstance(error, OSError)  # what asyncpg raises: retried as "away" until now
+    assert not is_outage(error)
+
+
+async def test_a_unix_socket_that_is_not_there_is_an_outage(tmp_path: Path) -> None:
+    """The same FileNotFoundError(2) as a missing certificate, raised by the connection: the
+    server has not created its socket yet (starting) and may any moment."""
+    error = await _connect_error(f"postgresql://postgres@/x?host={tmp_path}&port={free_port()}")
+    assert isinstance(error, FileNotFoundError)
+    assert is_outage(error)
 
 
 async def test_a_refused_connection_is_an_outage() -> None:

@@ -139,9 +139,11 @@ async def test_a_dsn_that_is_not_a_postgresql_url_is_an_invalid_argument() -> No
 
 
 # Options asyncpg refuses before it tries to connect (its ClientConfigurationError, which it
-# derives from InterfaceError): the server is up, the configuration can never work.
+# derives from InterfaceError, or the OSError of a file it reads then): the server is up, the
+# configuration can never work.
 REFUSED_OPTIONS = [("sslmode=bogus", "sslmode"), ("sslnegotiation=bogus", "sslnegotiation"),
-                   ("ssl_min_protocol_version=SSLv3", "TLS version")]
+                   ("ssl_min_protocol_version=SSLv3", "TLS version"),
+                   ("sslmode=verify-full&sslrootcert=/nonexistent/root.crt", "sslrootcert")]
 
 
 @pytest.mark.parametrize(("option", "named"), REFUSED_OPTIONS)
