@@ -167,10 +167,10 @@ class LedgerAuth:
         # attempt, not one per request queued behind the other).
         self._opening: asyncio.Future[ReadModels] | None = None
         self._open_failing = False  # warn once per outage, not once per request
-        # key id -> (the ApiKey it was built from, copies of the answer). Building a
-        # UserAPIKeyAuth costs ~10x copying one; a changed key comes back from the cache as a
-        # new object.
-        self._grants: dict[uuid.UUID, tuple[ApiKey, RequestCopies]] = {}
+        # key id -> (the ApiKey it was built from, copies of the answer, the id as text).
+        # Building a UserAPIKeyAuth costs ~10x copying one; a changed key comes back from the
+        # cache as a new object.
+        self._grants: dict[uuid.UUID, tuple[ApiKey, RequestCopies, str]] = {}
         # key hash -> key id of every key granted here. A key's hash names it for good, so
         # a call let through unchecked while PostgreSQL is away (AUTHORIZE_ON_DB_ERROR=allow)
         # is still recorded under its ledger key and counts toward its budgets. Attribution
@@ -276,12 +276,13 @@ class LedgerAuth:
             if len(self._grants) >= _GRANTS_MAX:
                 self._grants.clear()
                 self._key_ids.clear()
+            key_id = str(key.id)
             grant = (key, RequestCopies(UserAPIKeyAuth(
                 api_key=key.key_hash, key_alias=key.name, user_id=key.owner,
-                metadata={KEY_ID_FIELD: str(key.id)})))
+                metadata={KEY_ID_FIELD: key_id})), key_id)
             self._grants[key.id] = grant
             self._key_ids[key.key_hash] = key.id
-        metadata = {KEY_ID_FIELD: str(key.id)}
+        metadata = {KEY_ID_FIELD: grant[2]}  # the id as text, kept: UUID.__str__ costs 1 us
         if decision.hold_id is not None:
             metadata[HOLD_FIELD] = decision.hold_id
         # A copy per request: LiteLLM writes request-scoped fields into the object it gets.
