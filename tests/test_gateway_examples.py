@@ -1,6 +1,8 @@
 """The gateway producers of docs/events.md ("Writing from Go or TypeScript"), run for real.
 
-Each example is built and run against the test broker; what it sent must be accepted by the
+Each example is built and run against the test broker; what it sent must be the current
+version of usage.recorded as sent (the raw message, before any upcaster: its schema_version,
+every field of that version, valid under the shipped JSON Schema), be accepted by the
 ledger's reader, sit where the ledger's own partitioner puts each key, carry the documented
 key and headers, and project into exactly the summaries the events add up to. The doc's
 snippets are checked against the files that run here.
@@ -23,10 +25,11 @@ import pytest
 from confluent_kafka import Producer
 
 from ledger.codec import parse_event
-from ledger.events import UsageRecorded
+from ledger.events import CURRENT_VERSIONS, UsageRecorded
 from ledger.producer import partition_for_key
 from ledger.settings import Settings
 from tests.ledger.producer_helpers import consume
+from tests.ledger.schema_oracles import python_validator
 from tests.projections.helpers import (
     fetchval,
     ground_truth,
@@ -39,7 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "events.md"
 TS_DIR = ROOT / "docs" / "examples" / "typescript"
 GO_DIR = ROOT / "docs" / "examples" / "go"
-HEADERS = [("schema_version", b"2"), ("type", b"usage.recorded")]  # sorted
+# What a gateway writes today: the reader still takes older versions through upcasters, so
+# only the raw message shows an example that has fallen behind the contract.
+VERSION = CURRENT_VERSIONS["usage.recorded"]
+FIELDS = set(UsageRecorded.model_fields)  # the examples write every one, to show them all
+HEADERS = [("schema_version", str(VERSION).encode()), ("type", b"usage.recorded")]  # sorted
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
@@ -60,6 +67,8 @@ async def _check_what_was_sent(settings: Settings, output: str) -> None:
     """The example's output lines: each event, and the partition and offset Kafka gave it."""
     assert settings.database_url and settings.kafka_bootstrap_servers
     sent = [json.loads(line) for line in output.splitlines()]
+    for line in sent:
+        assert line["event"]["schema_version"] == VERSION, line["event"]
     events = [parse_event(json.dumps(line["event"]).encode()) for line in sent]
     assert len(events) == 6 and all(isinstance(e, UsageRecorded) for e in events)
     usage = [e for e in events if isinstance(e, UsageRecorded)]
@@ -71,7 +80,15 @@ async def _check_what_was_sent(settings: Settings, output: str) -> None:
 
     messages = await consume(settings.kafka_bootstrap_servers, [settings.topic_usage], 6)
     by_id = {event.event_id: event for event in usage}
+    printed = {line["event"]["event_id"]: line["event"] for line in sent}
     for message in messages:
+        raw = json.loads(message.value)  # as sent, before parse_event upcasts anything
+        assert raw["type"] == "usage.recorded"
+        assert raw["schema_version"] == VERSION, f"sent version {raw['schema_version']}"
+        assert set(raw) == FIELDS, f"missing {FIELDS - set(raw)}, unknown {set(raw) - FIELDS}"
+        errors = [e.message for e in python_validator().iter_errors(raw)]
+        assert errors == [], f"not valid under the JSON Schema: {errors}"
+        assert raw == printed[raw["event_id"]], "the example printed another event than it sent"
         event = parse_event(message.value)
         assert isinstance(event, UsageRecorded) and by_id[event.event_id] == event
         assert message.key == str(event.api_key_id).encode()
@@ -156,7 +173,7 @@ async def test_librdkafka_agrees_only_with_murmur2_random(settings: Settings) ->
 def test_timestamps_keep_microseconds_and_truncate_the_rest() -> None:
     """docs/events.md: Go's RFC3339Nano (9 digits) is accepted, truncated, never rounded up
     into the next second (or month)."""
-    body = {"event_id": str(uuid.uuid4()), "type": "usage.recorded", "schema_version": 2,
+    body = {"event_id": str(uuid.uuid4()), "type": "usage.recorded", "schema_version": VERSION,
             "occurred_at": "2026-10-31T23:59:59.999999999Z", "source": "go",
             "api_key_id": str(uuid.uuid4()), "request_id": "r", "model": "m",
             "prompt_tokens": 1, "completion_tokens": 1, "status": "success"}

@@ -27,23 +27,46 @@ import (
 	"time"
 )
 
-// UsageRecorded is the `usage.recorded` event, schema version 2 (fields left out take
-// their defaults).
+// UsageRecorded is the `usage.recorded` event, schema version 4, with every field of that
+// version. Counts that do not apply are 0 and optional fields nil (null): both may also be
+// left out, except PromptTokens and CompletionTokens (never tag those two omitempty).
 type UsageRecorded struct {
-	EventID              string  `json:"event_id"`
-	Type                 string  `json:"type"`
-	SchemaVersion        int     `json:"schema_version"`
-	OccurredAt           string  `json:"occurred_at"`
-	Source               string  `json:"source"`
-	APIKeyID             string  `json:"api_key_id"`
-	RequestID            string  `json:"request_id"`
-	Model                string  `json:"model"`
-	Provider             *string `json:"provider"`
-	PromptTokens         int64   `json:"prompt_tokens"`
-	CompletionTokens     int64   `json:"completion_tokens"`
-	CacheReadInputTokens int64   `json:"cache_read_input_tokens"`
-	Status               string  `json:"status"`
-	CostUSD              *string `json:"cost_usd"` // a decimal string; nil: priced by the ledger
+	EventID          string  `json:"event_id"`
+	Type             string  `json:"type"`
+	SchemaVersion    int     `json:"schema_version"`
+	OccurredAt       string  `json:"occurred_at"`
+	Source           string  `json:"source"`
+	APIKeyID         string  `json:"api_key_id"`
+	RequestID        string  `json:"request_id"`
+	Model            string  `json:"model"`
+	RequestedModel   *string `json:"requested_model"`
+	Provider         *string `json:"provider"`
+	PromptTokens     int64   `json:"prompt_tokens"`
+	CompletionTokens int64   `json:"completion_tokens"`
+	// Parts of PromptTokens.
+	CacheReadInputTokens     int64 `json:"cache_read_input_tokens"`
+	CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
+	AudioInputTokens         int64 `json:"audio_input_tokens"`
+	// Parts of CompletionTokens.
+	ReasoningTokens   int64 `json:"reasoning_tokens"`
+	AudioOutputTokens int64 `json:"audio_output_tokens"`
+	Images            int64 `json:"images"`        // input images, sent to the model
+	OutputImages      int64 `json:"output_images"` // images the model generated
+	// Decimal strings, as money.
+	InputSeconds  string `json:"input_seconds"`
+	OutputSeconds string `json:"output_seconds"`
+	Characters    int64  `json:"characters"`
+	// How the request was served; nil: standard tier, no regional processing.
+	ServiceTier    *string           `json:"service_tier"`   // "priority", "flex", "batch", ...
+	DataResidency  *string           `json:"data_residency"` // "us", "eu" or "fedramp"
+	VertexLocation *string           `json:"vertex_location"`
+	InferenceGeo   *string           `json:"inference_geo"`
+	LatencyMs      *int64            `json:"latency_ms"`
+	Status         string            `json:"status"`
+	ErrorCode      *string           `json:"error_code"`
+	CostUSD        *string           `json:"cost_usd"` // a decimal string; nil: priced by the ledger
+	Metadata       map[string]string `json:"metadata"` // a nil map is null, read as {}
+	HoldID         *string           `json:"hold_id"`  // nil: no budget reservation to settle
 }
 
 // newUUID returns a random (version 4) UUID: the event_id, chosen once per event and kept
@@ -67,22 +90,28 @@ func usd(nanoDollars int64) *string {
 
 func usage(apiKeyID, model string, prompt, completion, cacheRead, costNanoDollars int64) UsageRecorded {
 	provider := "openai"
+	latency := int64(842) // end to end, as the gateway measured it
 	return UsageRecorded{
 		EventID:       newUUID(),
 		Type:          "usage.recorded",
-		SchemaVersion: 2,
+		SchemaVersion: 4,
 		// RFC 3339 with an offset; the ledger keeps microseconds and truncates the rest.
 		OccurredAt:           time.Now().UTC().Format(time.RFC3339Nano),
 		Source:               "gateway-go-example",
 		APIKeyID:             apiKeyID,
 		RequestID:            "req-" + newUUID(),
 		Model:                model,
+		RequestedModel:       &model, // as the client asked it (an alias is allowed)
 		Provider:             &provider,
 		PromptTokens:         prompt,
 		CompletionTokens:     completion,
 		CacheReadInputTokens: cacheRead, // part of PromptTokens, never more than it
+		InputSeconds:         "0",
+		OutputSeconds:        "0",
+		LatencyMs:            &latency,
 		Status:               "success",
 		CostUSD:              usd(costNanoDollars),
+		Metadata:             map[string]string{"team": "search"},
 	}
 }
 

@@ -11,21 +11,41 @@ import { CompressionTypes, Kafka, Partitioners, logLevel } from "kafkajs";
 const bootstrap = (process.env.KAFKA_BOOTSTRAP_SERVERS ?? "127.0.0.1:59092").split(",");
 const topic = process.env.TOPIC_USAGE ?? "ledger.usage";
 
+// The `usage.recorded` event, schema version 4, with every field of that version.
+// Counts that do not apply are 0 and optional fields null: both may also be left out.
 interface UsageRecorded {
   event_id: string;
   type: "usage.recorded";
-  schema_version: 2;
+  schema_version: 4;
   occurred_at: string;
   source: string;
   api_key_id: string;
   request_id: string;
   model: string;
+  requested_model: string | null;
   provider: string | null;
   prompt_tokens: number;
   completion_tokens: number;
-  cache_read_input_tokens: number;
+  cache_read_input_tokens: number; // these three are parts of prompt_tokens
+  cache_creation_input_tokens: number;
+  audio_input_tokens: number;
+  reasoning_tokens: number; // these two are parts of completion_tokens
+  audio_output_tokens: number;
+  images: number; // input images, sent to the model
+  output_images: number; // images the model generated
+  input_seconds: string; // decimal strings, as money
+  output_seconds: string;
+  characters: number;
+  service_tier: "priority" | "flex" | "batch" | "balanced" | "ultrafast" | "fast" | null;
+  data_residency: "us" | "eu" | "fedramp" | null;
+  vertex_location: string | null;
+  inference_geo: string | null;
+  latency_ms: number | null;
   status: "success" | "error";
+  error_code: string | null;
   cost_usd: string | null;
+  metadata: Record<string, string>;
+  hold_id: string | null;
 }
 
 // Money is a decimal string. Keep amounts as integers (here nano-dollars) and format them
@@ -41,18 +61,36 @@ function usage(apiKeyId: string, model: string, prompt: number, completion: numb
   return {
     event_id: randomUUID(), // v4, chosen once: a re-send of this event keeps it
     type: "usage.recorded",
-    schema_version: 2,
+    schema_version: 4,
     occurred_at: new Date().toISOString(), // RFC 3339 in UTC: "2026-11-25T09:30:00.123Z"
     source: "gateway-ts-example",
     api_key_id: apiKeyId,
     request_id: `req-${randomUUID()}`,
     model,
+    requested_model: model, // as the client asked it (an alias is allowed)
     provider: "openai",
     prompt_tokens: prompt,
     completion_tokens: completion,
     cache_read_input_tokens: cacheRead, // part of prompt_tokens, never more than it
+    cache_creation_input_tokens: 0,
+    audio_input_tokens: 0,
+    reasoning_tokens: 0,
+    audio_output_tokens: 0,
+    images: 0,
+    output_images: 0,
+    input_seconds: "0",
+    output_seconds: "0",
+    characters: 0,
+    service_tier: null, // standard tier: OpenAI's "default" and "auto" are null too
+    data_residency: null,
+    vertex_location: null,
+    inference_geo: null,
+    latency_ms: 842, // end to end, as the gateway measured it
     status: "success",
+    error_code: null,
     cost_usd: usd(costNanoDollars), // or null: the projector prices it from the catalog
+    metadata: { team: "search" },
+    hold_id: null, // no budget reservation to settle (docs/budgets.md)
   };
 }
 
