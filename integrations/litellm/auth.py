@@ -97,25 +97,14 @@ async def _request_body(request: Request) -> Mapping[str, Any]:
     return body if type(body) is dict or isinstance(body, Mapping) else {}
 
 
-def json_bytes_sent(request: Request) -> int | None:
-    """The size of the request's body as the client sent it, when that is a JSON body's:
-    its Content-Length. None for another content type (a form's file is not prompt text),
-    an encoded body (its length is not the text's), or no length (a chunked upload)."""
-    length = content_type = None
-    for name, value in request.scope["headers"]:  # ASGI: names in lower case, as bytes
-        if name == b"content-length":
-            length = value
-        elif name == b"content-type":
-            content_type = value
-        elif name == b"content-encoding" and value.strip().lower() != b"identity":
-            return None
-    if length is None or not length.isdigit():
-        return None
-    if content_type != b"application/json" and (
-            content_type is None
-            or content_type.partition(b";")[0].strip().lower() != b"application/json"):
-        return None
-    return int(length)
+def body_bytes_read(request: Request) -> int | None:
+    """The size of the request's body as the client sent it, when the proxy read it whole:
+    Starlette keeps a body read by ``request.body()`` on the request (``_body``), and that is
+    how LiteLLM reads a JSON body, so the length costs nothing to know. None otherwise: a
+    form (multipart: an audio file) is streamed and kept nowhere, its file is not prompt
+    text; a body parsed through another request object is not on this one."""
+    body = request.__dict__.get("_body")
+    return len(body) if type(body) is bytes else None
 
 
 _http_parsing_module: ModuleType | None = None
@@ -261,7 +250,7 @@ class LedgerAuth:
         catalog_model = await models.models.get_by_name(model)
         if catalog_model is None:
             return None
-        return estimate_request(catalog_model, max_tokens, body, json_bytes_sent(request))
+        return estimate_request(catalog_model, max_tokens, body, body_bytes_read(request))
 
     def _granted(self, decision: Decision, api_key: str) -> UserAPIKeyAuth:
         key = decision.key

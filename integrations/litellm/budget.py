@@ -22,7 +22,7 @@ from readmodels import Model
 
 def prompt_token_bound(body: Mapping[str, Any], sent_bytes: int | None = None) -> int:
     """At most this many prompt tokens: the bytes of the whole request body, as the client
-    sent it (``sent_bytes``: a JSON body's Content-Length) or else as compact JSON.
+    sent it (``sent_bytes``: the JSON body's size as read) or else as compact JSON.
 
     Every part of a request can become prompt tokens: the messages (or embedding input), and
     also tool and function definitions, a top-level ``system``, a response format's schema.
