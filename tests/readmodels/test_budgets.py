@@ -14,6 +14,7 @@ import pytest
 from ledger import budgets
 from ledger.invalidation import Invalidation
 from readmodels import InvalidArgumentError, ReadModels, Reason
+from tests.polling import wait_until
 from tests.readmodels.conftest import Writer, make_settings
 
 
@@ -123,6 +124,60 @@ async def test_close_gives_back_what_was_leased_and_not_held(
         assert await outstanding(writer.conn, scope) > Decimal("0.5")  # a lease of more
     # Only the open hold stays reserved; the unused allowance went back.
     assert await outstanding(writer.conn, scope) == Decimal("0.5")
+
+
+async def test_the_next_lease_is_asked_for_after_the_request_that_needs_it_returns(
+    rm: ReadModels, writer: Writer,
+) -> None:
+    """The request whose hold crosses the prefetch point only schedules the next lease: no
+    task is created on its path (that cost it 15-25 us), the lease is asked for on the
+    loop's next turn, and requests go on holding meanwhile."""
+    plaintext, key_id, _ = await writer.add_key()
+    await set_budget(writer, f"key:{key_id}", "1000")
+    await writer.settled(rm)
+    reservations = rm.budgets.reservations
+    estimate = Decimal("0.01")
+    await rm.keys.authorize(plaintext, "m", estimate_usd=estimate)  # the first lease
+    await asyncio.sleep(0.05)
+    leases, tasks = rm.budgets.leases, len(reservations._tasks)
+    (allowance,) = reservations._allowances.values()
+    crossed = 0
+    while not allowance.refilling:
+        assert (await rm.keys.authorize(plaintext, "m", estimate_usd=estimate)).allowed
+        crossed += 1
+    assert 0 < crossed < 256  # a lease holds 256 estimates here; a quarter left at the point
+    assert (rm.budgets.leases, len(reservations._tasks)) == (leases, tasks)
+    assert allowance.refill is not None and not allowance.refill.done()
+
+    async def prefetched() -> bool:
+        return allowance.spare is not None
+
+    await wait_until(prefetched, 5.0, "the next lease prefetched")
+    assert rm.budgets.leases == leases + 1 and allowance.refill.done()
+
+
+async def test_a_prefetch_scheduled_when_the_process_closes_leases_nothing(
+    pg_dsn: str, writer: Writer,
+) -> None:
+    """The reservations closed between the request that schedules the next lease and the
+    loop's next turn: nothing more is leased, and what was leased goes back."""
+    plaintext, key_id, _ = await writer.add_key()
+    scope = f"key:{key_id}"
+    await set_budget(writer, scope, "1000")
+    estimate = Decimal("0.01")
+    holds = 0
+    async with ReadModels.open(make_settings(pg_dsn)) as rm:
+        await rm.keys.authorize(plaintext, "m", estimate_usd=estimate)
+        holds += 1
+        (allowance,) = rm.budgets.reservations._allowances.values()
+        while not allowance.refilling:
+            await rm.keys.authorize(plaintext, "m", estimate_usd=estimate)
+            holds += 1
+        leases = rm.budgets.leases
+        await rm.budgets.reservations.close()
+        assert rm.budgets.leases == leases  # close() came first: the prefetch never ran
+    assert allowance.refill is not None and allowance.refill.done()
+    assert await outstanding(writer.conn, scope) == estimate * holds
 
 
 async def test_a_bad_estimate_is_refused_naming_it(rm: ReadModels, writer: Writer) -> None:
