@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
 from ledger import budgets
+from readmodels.exceptions import ReadModelsClosedError
 
 if TYPE_CHECKING:
     from readmodels.readmodels import Database
@@ -176,6 +177,8 @@ class Reservations:
     async def _take(self, ceiling: Ceiling, row: Row, estimate: Decimal
                     ) -> _Allowance | BudgetState:
         while True:
+            if self._closing:  # woken by close(): nothing more is leased
+                raise ReadModelsClosedError("the read models are closing")
             current = self._allowances.get(row)
             if current is not None and self._usable(current.spare, ceiling, estimate):
                 self._promote(row, current)
@@ -250,6 +253,11 @@ class Reservations:
             if current is not None:
                 current.free += give_back
             raise
+        if self._closing:  # close() ran during the round trip: what it leased goes back now
+            if allowance is not None:
+                self._give_back.append((allowance.lease_id, allowance.free))
+            await self._flush_give_back()
+            raise ReadModelsClosedError("the read models closed while leasing")
         installed = self._allowances.get(row)
         if current is not None and installed is current:
             del self._allowances[row]
@@ -294,6 +302,10 @@ class Reservations:
             self._prefetch(ceiling, row, current, estimate))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Waiters in _take go on when the task ends, whatever became of it: cancelled before
+        # its first step (close()) included, when nothing in its body runs.
+        waited = current.refill
+        task.add_done_callback(lambda _ended: _resolve(waited))
 
     async def _prefetch(self, ceiling: Ceiling, row: Row, current: _Allowance,
                         estimate: Decimal) -> None:
@@ -303,8 +315,6 @@ class Reservations:
             log.warning("budget lease prefetch failed: %s", exc)
             current.refilling = False
             return
-        finally:  # waiters in _take go on, whatever became of it (cancelled included)
-            _resolve(current.refill)
         if spare is None:
             return  # near the cap now: requests lease for themselves, per request
         if self._allowances.get(row) is current and current.spare is None:
@@ -374,6 +384,8 @@ class Reservations:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         held = [*self._allowances.values(),
                 *(a.spare for a in self._allowances.values() if a.spare is not None)]
+        for allowance in held:  # a prefetch not started yet: its waiters go on (and stop)
+            _resolve(allowance.refill)
         self._give_back += [(a.lease_id, a.free) for a in held if a.free > 0]
         self._allowances.clear()
         self._by_lease.clear()

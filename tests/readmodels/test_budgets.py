@@ -7,13 +7,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
 
 from ledger import budgets
 from ledger.invalidation import Invalidation
-from readmodels import InvalidArgumentError, ReadModels, Reason
+from ledger.keys import hash_key
+from readmodels import InvalidArgumentError, ReadModels, ReadModelsClosedError, Reason
 from tests.polling import wait_until
 from tests.readmodels.conftest import Writer, make_settings
 
@@ -178,6 +180,73 @@ async def test_a_prefetch_scheduled_when_the_process_closes_leases_nothing(
         assert rm.budgets.leases == leases  # close() came first: the prefetch never ran
     assert allowance.refill is not None and allowance.refill.done()
     assert await outstanding(writer.conn, scope) == estimate * holds
+
+
+async def _cross_the_prefetch_point(rm: ReadModels, plaintext: str, estimate: Decimal) -> Any:
+    """Holds until the key's lease schedules its prefetch; the allowance."""
+    await rm.keys.authorize(plaintext, "m", estimate_usd=estimate)
+    (allowance,) = rm.budgets.reservations._allowances.values()
+    while not allowance.refilling:
+        await rm.keys.authorize(plaintext, "m", estimate_usd=estimate)
+    return allowance
+
+
+async def test_a_request_waiting_for_the_next_lease_is_answered_when_the_process_closes(
+    pg_dsn: str, writer: Writer,
+) -> None:
+    """A request waiting for the prefetched lease while close() cancels the prefetch before
+    its first step is answered (the read models are closing), not left waiting for good."""
+    plaintext, key_id, _ = await writer.add_key()
+    await set_budget(writer, f"key:{key_id}", "1000")
+    async with ReadModels.open(make_settings(pg_dsn)) as rm:
+        reservations = rm.budgets.reservations
+        allowance = await _cross_the_prefetch_point(rm, plaintext, Decimal("0.01"))
+        key = await rm.keys.get_by_hash(hash_key(plaintext))
+        assert key is not None
+        slots = await rm.budgets.plan(key)
+        # More than is left: it waits for the prefetch, which close() then cancels.
+        waiter = asyncio.ensure_future(reservations.reserve(slots, allowance.free + 1))
+        await asyncio.ensure_future(reservations.close())
+        done, _ = await asyncio.wait({waiter}, timeout=5)
+        assert done, "the request was left waiting"
+        with pytest.raises(ReadModelsClosedError):
+            waiter.result()
+
+
+async def test_a_lease_taken_while_the_process_closes_goes_back(
+    pg_dsn: str, writer: Writer,
+) -> None:
+    """A request whose lease round trip is under way when the reservations close gives that
+    lease back rather than keeping it in a closed process: only holds stay outstanding."""
+    plaintext, key_id, _ = await writer.add_key()
+    scope = f"key:{key_id}"
+    await set_budget(writer, scope, "1000")
+    async with ReadModels.open(make_settings(pg_dsn)) as rm:
+        reservations = rm.budgets.reservations
+        estimate = Decimal("0.01")
+        await rm.keys.authorize(plaintext, "m", estimate_usd=estimate)
+        key = await rm.keys.get_by_hash(hash_key(plaintext))
+        assert key is not None
+        slots = await rm.budgets.plan(key)
+        # Bigger than the lease: it goes to PostgreSQL for a lease of its own, and waits
+        # there for the spend row this transaction holds (budget_lease locks it).
+        async with writer.conn.transaction():
+            await writer.conn.execute(
+                "SELECT 1 FROM budget_spend WHERE scope = $1 FOR UPDATE", scope)
+            waiter = asyncio.ensure_future(reservations.reserve(slots, Decimal(5)))
+
+            async def leasing() -> bool:
+                waiting: int = await writer.conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%budget_lease%'")
+                return waiting == 1
+
+            await wait_until(leasing, 5.0, "the lease waiting for the spend row")
+            await reservations.close()
+        with pytest.raises(ReadModelsClosedError):
+            await asyncio.wait_for(waiter, 5)
+    # Only the first hold stays outstanding: the lease that came back after close went back.
+    assert await outstanding(writer.conn, scope) == estimate
 
 
 async def test_a_bad_estimate_is_refused_naming_it(rm: ReadModels, writer: Writer) -> None:
