@@ -181,8 +181,8 @@ async def bench_acompletion(settings: Settings, rounds: int) -> dict[str, Any]:
             "recorded": callback.emitted}
 
 
-# The headers the OpenAI Python SDK sends with a chat completion (the hook reads the body's
-# Content-Length among them).
+# The headers the OpenAI Python SDK sends with a chat completion: the requests the hook is
+# measured on are those a proxy receives.
 SDK_HEADERS = [
     (b"host", b"localhost:4000"), (b"accept-encoding", b"gzip, deflate"),
     (b"connection", b"keep-alive"), (b"accept", b"application/json"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Mapping
@@ -41,7 +42,7 @@ from pydantic_core import PydanticUndefined
 
 from integrations.litellm.budget import estimate_request
 from integrations.litellm.mapping import HOLD_FIELD, KEY_ID_FIELD
-from integrations.litellm.metrics import AUTH_DECISIONS
+from integrations.litellm.metrics import count_decision
 from ledger.keys import hash_key
 from ledger.settings import Settings, load_settings
 from readmodels import ApiKey, DatabaseUnavailableError, Decision, ReadModels, Reason
@@ -52,8 +53,6 @@ _GRANTS_MAX = 100_000
 # Where a refusal's response body names the reason: {"error": {..., "provider_specific_fields":
 # {"ledger_reason": "revoked"}}}.
 REASON_FIELD = "ledger_reason"
-# Counted per request: plain ints (a Reason is its str value as a key).
-_DECISIONS = AUTH_DECISIONS.counts
 
 _STATUS = {Reason.MODEL_NOT_ALLOWED: 403, Reason.OVER_BUDGET: 403}
 _MESSAGES = {
@@ -102,9 +101,16 @@ def body_bytes_read(request: Request) -> int | None:
     Starlette keeps a body read by ``request.body()`` on the request (``_body``), and that is
     how LiteLLM reads a JSON body, so the length costs nothing to know. None otherwise: a
     form (multipart: an audio file) is streamed and kept nowhere, its file is not prompt
-    text; a body parsed through another request object is not on this one."""
+    text, and kept bytes that are not a JSON object (a form read whole by something else)
+    are not counted either; a body parsed through another request object is not on this
+    one."""
     body = request.__dict__.get("_body")
-    return len(body) if type(body) is bytes else None
+    if type(body) is bytes and _JSON_OBJECT.match(body):
+        return len(body)
+    return None
+
+
+_JSON_OBJECT = re.compile(rb"[ \t\r\n]*\{")  # JSON's whitespace, then an object
 
 
 _http_parsing_module: ModuleType | None = None
@@ -219,7 +225,7 @@ class LedgerAuth:
         estimate = (partial(self._estimate, models, model, body, request) if self._reserve
                     else None)
         decision = await models.keys.authorize(api_key or "", model, estimate=estimate)
-        _DECISIONS[decision.reason] += 1
+        count_decision(decision.reason)
         if not decision.allowed:
             raise refusal(decision)
         return self._granted(decision, api_key)
@@ -227,7 +233,7 @@ class LedgerAuth:
     def _unchecked(self, api_key: str, exc: DatabaseUnavailableError) -> UserAPIKeyAuth:
         allow = self._loaded_settings().authorize_on_db_error == "allow"
         decision = Decision(allow, Reason.UNAVAILABLE, None, str(exc))
-        _DECISIONS[decision.reason] += 1
+        count_decision(decision.reason)
         if not self._open_failing:
             self._open_failing = True
             log.warning("ledger read models cannot be opened, each request tries again; "

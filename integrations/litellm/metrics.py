@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
@@ -50,8 +51,25 @@ class LoopCounts(Collector):
         yield family
 
 
-AUTH_DECISIONS = LoopCounts(
-    "ledger_litellm_auth_decisions_total",
-    "custom_auth answers of the ledger's LiteLLM hook, by reason",
-    "reason", [reason.value for reason in Reason],
-)
+_DECISIONS_NAME = "ledger_litellm_auth_decisions_total"
+_DECISIONS_HELP = "custom_auth answers of the ledger's LiteLLM hook, by reason"
+
+# prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, as LiteLLM's proxy runs
+# with several workers) exports only what its own metric classes write to the shared files:
+# a collector's ints would not be seen there, so the decisions are a Counter in that mode.
+AUTH_DECISIONS: LoopCounts | Counter
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    AUTH_DECISIONS = Counter(_DECISIONS_NAME, _DECISIONS_HELP, ["reason"])
+    _children = {reason.value: AUTH_DECISIONS.labels(reason.value) for reason in Reason}
+
+    def count_decision(reason: str) -> None:
+        """Count one answer of the auth hook."""
+        _children[reason].inc()
+else:
+    AUTH_DECISIONS = LoopCounts(_DECISIONS_NAME, _DECISIONS_HELP, "reason",
+                                [reason.value for reason in Reason])
+    _counts = AUTH_DECISIONS.counts
+
+    def count_decision(reason: str) -> None:
+        """Count one answer of the auth hook."""
+        _counts[reason] += 1

@@ -52,9 +52,9 @@ type UsageRecorded struct {
 	AudioOutputTokens int64 `json:"audio_output_tokens"`
 	Images            int64 `json:"images"`        // input images, sent to the model
 	OutputImages      int64 `json:"output_images"` // images the model generated
-	// Decimal strings, as money.
-	InputSeconds  string `json:"input_seconds"`
-	OutputSeconds string `json:"output_seconds"`
+	// Decimal strings, as money; left out when empty (read as 0): an empty string is refused.
+	InputSeconds  string `json:"input_seconds,omitempty"`
+	OutputSeconds string `json:"output_seconds,omitempty"`
 	Characters    int64  `json:"characters"`
 	// How the request was served; nil: standard tier, no regional processing.
 	ServiceTier    *string           `json:"service_tier"`   // "priority", "flex", "batch", ...
