@@ -50,7 +50,8 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from bench.producer import broker_for
 from bench.scratch_db import migrated_database
-from integrations.litellm import HOLD_FIELD, LedgerAuth, LedgerCallback, usage_fields
+from integrations.litellm import HOLD_FIELD, LedgerAuth, LedgerCallback
+from integrations.litellm.mapping import finish_fields, read_call
 from ledger.events import UsageRecorded
 from ledger.keys import generate_key, hash_key
 from ledger.producer import LedgerProducer
@@ -132,10 +133,11 @@ async def _steps(callback: LedgerCallback, producer: LedgerProducer,
     for index in range(calls):
         kwargs, response = samples[index % len(samples)]
         started = time.perf_counter()
-        fields = usage_fields(kwargs, response)
+        fields = read_call(kwargs, response)
         fields["source"] = callback.source
         read = time.perf_counter()
-        event = UsageRecorded.__pydantic_validator__.validate_python(fields)  # as step 2
+        event = UsageRecorded.__pydantic_validator__.validate_python(  # as step 2
+            finish_fields(fields))
         validated = time.perf_counter()
         await producer.emit(event)
         emitting.append(time.perf_counter() - validated)

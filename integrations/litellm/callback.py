@@ -9,10 +9,11 @@ LiteLLM runs ``async_log_success_event`` / ``async_log_failure_event`` in its lo
 after the call (for a stream: once, after the last chunk, with the final usage). The
 callback's path, in numbered steps (marked ``# Step N.`` where each happens):
 
-1. On LiteLLM's path: read what LiteLLM reported into plain fields (``usage_fields``), while
+1. On LiteLLM's path: read what LiteLLM reported into plain fields (``read_call``), while
    its objects are as they were at this callback, and queue them. The callback returns.
 2. In a task of the ledger's own, on the same event loop, for every call queued by then:
-   validate the fields into ``UsageRecorded`` events, one after the other.
+   finish the fields (``finish_fields``: the event id, the time, from plain values step 1
+   kept) and validate them into ``UsageRecorded`` events, one after the other.
 3. Hand each event to the producer, whose ``emit`` serializes and queues it; delivery (or
    the spool, with the broker away) happens in the producer's tasks.
 
@@ -39,7 +40,7 @@ from typing import Any, cast
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from integrations.litellm.mapping import usage_fields
+from integrations.litellm.mapping import finish_fields, read_call, usage_fields
 from integrations.litellm.metrics import CALLBACK_ERRORS, CALLBACK_EVENTS
 from integrations.litellm.slots import drain_orphans_in_background, start_in_free_slot
 from ledger.events import UsageRecorded
@@ -125,7 +126,7 @@ class LedgerCallback(CustomLogger):
         stage = "build"
         try:
             # Step 1.
-            fields = usage_fields(kwargs, response_obj)
+            fields = read_call(kwargs, response_obj)
             fields["source"] = self.source
             stage = "producer"
             if self._producer is None:
@@ -176,7 +177,7 @@ class LedgerCallback(CustomLogger):
                 events = []
                 for fields in fields_of_calls:
                     try:
-                        events.append((fields, _validated(fields)))
+                        events.append((fields, _validated(finish_fields(fields))))
                     except Exception:
                         self._failed("build")
                 # Step 3.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -81,12 +82,17 @@ def _text(value: object, limit: int = MAX_TEXT_LENGTH) -> str | None:
     return text[:limit] if text else None
 
 
-def _moment(ended: object) -> datetime:
-    """When the call ended, if LiteLLM's timestamp is one the wire takes; else now."""
+def _timestamp(ended: object) -> float:
+    """When the call ended, if LiteLLM's timestamp is one the wire takes; else now (the time
+    of the callback, not of the event's making)."""
     if (type(ended) is float or isinstance(ended, int | float)) and (
             _EARLIEST_TIMESTAMP <= ended < _LATEST_TIMESTAMP):
-        return datetime.fromtimestamp(float(ended), UTC)
-    return datetime.now(UTC)
+        return float(ended)
+    return time.time()
+
+
+def _at_moment(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _usage(slo: Mapping[str, Any], slo_meta: Mapping[str, Any], hidden: Mapping[str, Any],
@@ -227,6 +233,31 @@ def usage_fields(kwargs: Mapping[str, Any], response: object) -> dict[str, Any]:
     Raises ``ValueError`` when LiteLLM gave no call id: without one a retried callback
     could not be deduplicated.
     """
+    return finish_fields(read_call(kwargs, response))
+
+
+def finish_fields(read: Mapping[str, Any]) -> dict[str, Any]:
+    """``read_call``'s fields made ``usage_fields``': what is computed from the plain values
+    it kept, the event id from the call id, ``occurred_at`` from the timestamp and LiteLLM's
+    cost as text. A new dict: ``read`` is left as it was, to be finished again if need be
+    (a call put back in the callback's queue)."""
+    fields = dict(read)
+    fields["event_id"] = derived_id(f"litellm-call:{read['request_id']}")
+    fields["occurred_at"] = _at_moment(read["occurred_at"])
+    cost = read["metadata"].get("litellm_response_cost")
+    if cost is not None:
+        # repr: the float exactly as LiteLLM computed it, for the comparison with ours.
+        fields["metadata"] = {**read["metadata"], "litellm_response_cost": repr(cost)}
+    return fields
+
+
+def read_call(kwargs: Mapping[str, Any], response: object) -> dict[str, Any]:
+    """What LiteLLM reported about the call, read while its objects are as they were (the
+    callback's step 1, on LiteLLM's path): ``usage_fields`` but for what ``finish_fields``
+    computes later from plain values kept here (a text, two floats), a third of the time.
+
+    Raises ``ValueError`` when LiteLLM gave no call id.
+    """
     # Each nested mapping is read once: this runs on LiteLLM's path for every call, where a
     # lookup more or less is a measurable share of the callback's cost.
     slo = _mapping(kwargs.get("standard_logging_object"))
@@ -246,13 +277,12 @@ def usage_fields(kwargs: Mapping[str, Any], response: object) -> dict[str, Any]:
     response_time = slo.get("response_time")
     cost = slo.get("response_cost")
     # Only what is there: absent entries are not written as empty strings.
-    metadata = {"litellm_key_source": key_source}
+    metadata: dict[str, Any] = {"litellm_key_source": key_source}
     call_type = slo.get("call_type") or kwargs.get("call_type")
     if call_type:
         metadata["litellm_call_type"] = _text(call_type) or "unknown"
     if type(cost) is float or (cost is not None and isinstance(cost, int | float)):
-        # repr: the float exactly as LiteLLM computed it, for the comparison with ours.
-        metadata["litellm_response_cost"] = repr(float(cost))
+        metadata["litellm_response_cost"] = float(cost)  # written as text by finish_fields
     if slo.get("stream"):
         metadata["litellm_stream"] = "true"
     if slo.get("cache_hit"):
@@ -286,7 +316,7 @@ def usage_fields(kwargs: Mapping[str, Any], response: object) -> dict[str, Any]:
         response_time = None
     return {
         **counts,
-        "event_id": derived_id(f"litellm-call:{request_id}"),
+        "event_id": None,  # finish_fields: derived from request_id
         "api_key_id": key_id,
         "request_id": request_id,
         "model": model or "unknown",
@@ -297,7 +327,7 @@ def usage_fields(kwargs: Mapping[str, Any], response: object) -> dict[str, Any]:
         "service_tier": tier if tier in SERVICE_TIERS else None,
         "latency_ms": (min(round(float(response_time) * 1000), MAX_COUNT)
                        if response_time is not None and 0 <= response_time < MAX_COUNT else None),
-        "occurred_at": _moment(ended),
+        "occurred_at": _timestamp(ended),  # finish_fields: as a datetime
         "metadata": metadata,
         # The budget hold the auth hook took for this call: projecting the event settles it.
         "hold_id": _text(auth.get(HOLD_FIELD)),

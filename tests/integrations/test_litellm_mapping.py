@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,32 @@ def test_whatever_litellm_reports_the_call_is_recorded(odd: dict[str, object]) -
         {"litellm_call_id": "call-odd", "standard_logging_object": slo}, None)
     assert event.request_id == "call-odd"
     assert parse_event(dump_event(event)) == event  # what the projector will accept
+
+
+async def test_step_one_keeps_plain_values_that_step_two_finishes(capture: Capture) -> None:
+    """The callback reads the call on LiteLLM's path (read_call) and computes the event id,
+    the time and the cost's text in its own task (finish_fields): together they make what
+    usage_fields makes, for every kind of call, and finishing is repeatable (a call put back
+    in the queue is finished again)."""
+    from integrations.litellm.mapping import finish_fields, read_call
+
+    for name in sorted(CALLS):
+        kwargs, response = await _captured(capture, name)
+        read = read_call(kwargs, response)
+        # Only plain values wait in the queue: nothing of LiteLLM's that could change.
+        assert type(read["occurred_at"]) is float and read["event_id"] is None
+        assert finish_fields(read) == usage_fields(kwargs, response) == finish_fields(read)
+
+
+def test_a_call_without_a_timestamp_occurred_when_its_callback_ran() -> None:
+    """Without LiteLLM's endTime the call is dated when the callback read it, not when the
+    callback's task made its event (later, by the queue's wait)."""
+    from integrations.litellm.mapping import finish_fields, read_call
+
+    before = datetime.now(UTC)
+    read = read_call({"litellm_call_id": "call-t", "standard_logging_object": {
+        "litellm_call_id": "call-t", "status": "success", "model": "gpt-4o"}}, None)
+    after = datetime.now(UTC)
+    time.sleep(0.05)
+    slack = timedelta(milliseconds=1)  # the float timestamp's rounding to microseconds
+    assert before - slack <= finish_fields(read)["occurred_at"] <= after + slack
