@@ -243,21 +243,22 @@ async def bench_auth(dsn: str, calls: int, keys: int = 100) -> dict[str, Any]:
         await _read_request_body(request=request)
         requests.append(request)
 
-    async def held_calls(capped: list[str]) -> list[float]:
+    async def timed_calls(called: list[str], *, held: bool) -> list[float]:
         timings = []
         for index in range(calls):
-            request, key = requests[index % keys], capped[index % keys]
+            request, key = requests[index % keys], called[index % keys]
             started = time.perf_counter()
             granted = await hook(request, key)
             timings.append(time.perf_counter() - started)
-            if HOLD_FIELD not in granted.metadata:
+            if held and HOLD_FIELD not in granted.metadata:
                 raise SystemExit("a budgeted call was not held")
             # Freed here, outside the measured call: a proxy frees it when the request ends,
             # not in the next request's custom_auth (a 120-field object: about 3 us).
             del granted
-            # Between requests a proxy's loop runs its other tasks, the reservations' lease
-            # prefetch among them (outside the measured calls, as in a proxy).
-            await asyncio.sleep(0)
+            if held:
+                # Between requests a proxy's loop runs its other tasks, the reservations'
+                # lease prefetch among them (outside the measured calls, as in a proxy).
+                await asyncio.sleep(0)
         return timings
 
     try:
@@ -272,15 +273,9 @@ async def bench_auth(dsn: str, calls: int, keys: int = 100) -> dict[str, Any]:
             for _ in range(index * prefetch_at // keys):
                 await hook(request, budgeted["spread"][index])
                 await asyncio.sleep(0)
-        timings = []
-        for index in range(calls):
-            request, key = requests[index % keys], free[index % keys]
-            started = time.perf_counter()
-            granted = await hook(request, key)
-            timings.append(time.perf_counter() - started)
-            del granted
-        spread = await held_calls(budgeted["spread"])
-        in_step = await held_calls(budgeted["in_step"])
+        timings = await timed_calls(free, held=False)
+        spread = await timed_calls(budgeted["spread"], held=True)
+        in_step = await timed_calls(budgeted["in_step"], held=True)
     finally:
         await hook.close()
     return {**micro(timings), "with_budget": micro(spread),

@@ -91,10 +91,6 @@ def _timestamp(ended: object) -> float:
     return time.time()
 
 
-def _at_moment(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
-
-
 def _usage(slo: Mapping[str, Any], slo_meta: Mapping[str, Any], hidden: Mapping[str, Any],
            response: object) -> Mapping[str, Any]:
     found = slo_meta.get("usage_object") or hidden.get("usage_object")
@@ -243,7 +239,7 @@ def finish_fields(read: Mapping[str, Any]) -> dict[str, Any]:
     (a call put back in the callback's queue)."""
     fields = dict(read)
     fields["event_id"] = derived_id(f"litellm-call:{read['request_id']}")
-    fields["occurred_at"] = _at_moment(read["occurred_at"])
+    fields["occurred_at"] = datetime.fromtimestamp(read["occurred_at"], UTC)
     cost = read["metadata"].get("litellm_response_cost")
     if cost is not None:
         # repr: the float exactly as LiteLLM computed it, for the comparison with ours.

@@ -38,9 +38,6 @@ class LoopCounts(Collector):
         self.counts: dict[str, int] = dict.fromkeys(values, 0)
         registry.register(self)
 
-    def value(self, label: str) -> int:
-        return self.counts.get(label, 0)
-
     def describe(self) -> list[Metric]:
         return [CounterMetricFamily(self._name, self._documentation, labels=[self._label])]
 
